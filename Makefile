@@ -1,0 +1,56 @@
+# Purifier: `make test` sets everything up from a fresh clone and runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# Wheels whose metadata pins ancient dependencies: installed without them.
+NO_DEPS_PINS := torchattacks==3.5.1
+
+.PHONY: test lint format train eval export data clean-venv
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.train-installed: $(VENV)/bin/python pyproject.toml
+	$(PIP) install $(TORCH_PINS)
+	$(PIP) install -e '.[train,dev]'
+	$(PIP) install --no-deps $(NO_DEPS_PINS)
+	touch $@
+
+data:
+	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian package)"; exit 1; \
+	  fi; \
+	fi
+
+test: $(VENV)/.train-installed data
+	$(PY) -m pytest
+
+lint: $(VENV)/.train-installed
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: $(VENV)/.train-installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# The Fashion-MNIST pipeline, in order: classifiers + feature extractor, purifier,
+# robustness table, ONNX export (reads the table into the card).
+train: $(VENV)/.train-installed data
+	for c in fmnist_lenet fmnist_resnet fmnist_vgg_features fmnist_nrp; do \
+	  $(VENV)/bin/purifier train training/configs/$$c.yaml || exit 1; done
+
+eval: $(VENV)/.train-installed data
+	$(VENV)/bin/purifier eval training/configs/fmnist_eval.yaml
+
+export: $(VENV)/.train-installed data
+	$(VENV)/bin/purifier export training/configs/fmnist_nrp.yaml --evaluation results/fmnist/table.json
+
+clean-venv:
+	rm -rf $(VENV)

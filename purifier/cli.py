@@ -1,0 +1,67 @@
+"""The `purifier` command. Subcommands import their package lazily, so that
+`purifier serve` runs where torch is not installed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.run import train_from_config
+
+    train_from_config(args.config, overrides=args.set, resume=not args.fresh)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_from_config
+
+    evaluate_from_config(args.config, overrides=args.set)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from training.export import export_from_config
+
+    export_from_config(
+        args.config,
+        evaluation=args.evaluation,
+        output_root=args.output_root,
+        version=args.version,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="purifier", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    override_help = "override a config value, e.g. --set train.epochs=2 (repeatable)"
+
+    p = sub.add_parser("train", help="train a classifier or a purifier from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=override_help)
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="write the robustness table for an evaluation config")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=override_help)
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("export", help="export a trained purifier to ONNX with its card")
+    p.add_argument("config", help="the purifier's training config")
+    p.add_argument("--evaluation", help="table.json written by `purifier eval`")
+    p.add_argument("--output-root", default="exported_models")
+    p.add_argument("--version", type=int, default=1)
+    p.set_defaults(func=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

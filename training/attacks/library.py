@@ -1,0 +1,113 @@
+"""Standard attacks from maintained libraries behind one registry.
+
+`build_attack(spec)` returns `attack(model, x, y) -> x_adv`. torchattacks provides the
+L-inf and CW attacks, Square and APGD; foolbox provides DDN (torchattacks has none).
+SSP is ours (training/attacks/ssp.py) and needs the feature extractor, passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.attacks.ssp import SSP
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _torchattacks() -> Any:
+    try:
+        import torchattacks
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "torchattacks is not installed: `pip install --no-deps torchattacks==3.5.1` "
+            "(make test installs it)"
+        ) from err
+    return torchattacks
+
+
+def _fgsm(eps: float) -> Attack:
+    return lambda model, x, y: _torchattacks().FGSM(model, eps=eps)(x, y)
+
+
+def _pgd(
+    eps: float, alpha: float, steps: int, targeted: bool = False, random_start: bool = True
+) -> Attack:
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        atk = _torchattacks().PGD(
+            model, eps=eps, alpha=alpha, steps=steps, random_start=random_start
+        )
+        if targeted:
+            atk.set_mode_targeted_random()  # a random wrong class per image
+        return atk(x, y)
+
+    return run
+
+
+def _mifgsm(eps: float, alpha: float, steps: int, decay: float = 1.0) -> Attack:
+    return lambda model, x, y: _torchattacks().MIFGSM(
+        model, eps=eps, alpha=alpha, steps=steps, decay=decay
+    )(x, y)
+
+
+def _cw(c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01) -> Attack:
+    return lambda model, x, y: _torchattacks().CW(model, c=c, kappa=kappa, steps=steps, lr=lr)(x, y)
+
+
+def _apgd(eps: float, steps: int = 100, n_restarts: int = 1) -> Attack:
+    """APGD-CE then APGD-DLR on the images CE did not break (AutoAttack's first two)."""
+
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ta = _torchattacks()
+        ce = ta.APGD(model, eps=eps, steps=steps, n_restarts=n_restarts, loss="ce")
+        dlr = ta.APGD(model, eps=eps, steps=steps, n_restarts=n_restarts, loss="dlr")
+        return ta.MultiAttack([ce, dlr])(x, y)
+
+    return run
+
+
+def _square(eps: float, n_queries: int = 1000, p_init: float = 0.8) -> Attack:
+    return lambda model, x, y: _torchattacks().Square(
+        model, eps=eps, n_queries=n_queries, p_init=p_init, loss="margin"
+    )(x, y)
+
+
+def _ddn(steps: int = 100, l2_eps: float = 2.0, gamma: float = 0.05) -> Attack:
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        import foolbox
+
+        fmodel = foolbox.PyTorchModel(model.eval(), bounds=(0, 1), device=x.device)
+        attack = foolbox.attacks.DDNAttack(steps=steps, gamma=gamma)
+        _, clipped, _ = attack(fmodel, x, y, epsilons=l2_eps)
+        return clipped.detach()
+
+    return run
+
+
+ATTACKS: dict[str, Callable[..., Attack]] = {
+    "fgsm": _fgsm,
+    "pgd": _pgd,
+    "mifgsm": _mifgsm,
+    "cw": _cw,
+    "apgd": _apgd,
+    "square": _square,
+    "ddn": _ddn,
+}
+# Keys of an attack spec that describe the evaluation, not the attack's parameters.
+_META_KEYS = ("name", "kind", "adaptive", "seen")
+
+
+def build_attack(spec: dict[str, Any], feature_extractor: nn.Module | None = None) -> Attack:
+    params = {k: v for k, v in spec.items() if k not in _META_KEYS}
+    kind = spec["kind"]
+    if kind == "ssp":
+        if feature_extractor is None:
+            raise ValueError("the SSP attack needs the feature extractor")
+        ssp = SSP(feature_extractor, **params)
+        return lambda model, x, y: ssp(x)
+    if kind not in ATTACKS:
+        raise KeyError(f"unknown attack {kind!r}; known: {sorted([*ATTACKS, 'ssp'])}")
+    return ATTACKS[kind](**params)

@@ -1,0 +1,45 @@
+"""YAML experiment configs: loading, dotted overrides, seeding."""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read a YAML config and apply `key.sub=value` overrides (values parsed as YAML)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config not found: {path}")
+    config = yaml.safe_load(path.read_text()) or {}
+    config = apply_overrides(config, overrides or [])
+    config.setdefault("name", path.stem)
+    config["_path"] = str(path)
+    return config
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    config = copy.deepcopy(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not KEY=VALUE")
+        key, raw = item.split("=", 1)
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return config
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,269 @@
+"""`purifier eval CONFIG`: the robustness table (targets x attacks x defenses).
+
+Cells are the target classifier's top-1 error (%) on the first N test images.
+Non-adaptive attacks are crafted on the undefended classifier (or, for SSP, on the
+feature extractor) and then passed through each defense. Adaptive rows attack the
+defended pipeline itself: BPDA (identity backward through the defense) for every
+defense, and white-box gradients through each differentiable purifier.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.attacks import BPDAWrapper, build_attack
+from training.config import load_config, seed_everything
+from training.data.registry import load_dataset
+from training.defenses import Defense, PurifierDefense, build_baseline
+from training.loop import device_label, pick_device
+from training.models import build_feature_extractor, build_model, load_weights
+
+NOT_APPLICABLE = None  # a cell where the attack cannot be run against that defense
+
+
+def load_target(config_path: str | Path, device: torch.device) -> nn.Module:
+    """A classifier from its training config (arch + weights path)."""
+    cfg = load_config(config_path)
+    model = load_weights(build_model(cfg["model"]), cfg["weights"])
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_purifier(config_path: str | Path, device: torch.device) -> PurifierDefense:
+    cfg = load_config(config_path)
+    net = load_weights(build_model(cfg["purifier"]), cfg["weights"])
+    return PurifierDefense(net).to(device)
+
+
+def predict(model: nn.Module, x: torch.Tensor, defense: Defense, batch: int) -> torch.Tensor:
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            preds.append(model(defense(x[i : i + batch])).argmax(1))
+    return torch.cat(preds)
+
+
+def error_percent(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return round(100.0 * (pred != y).float().mean().item(), 2)
+
+
+def run_attack(
+    attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, seed: int
+) -> torch.Tensor:
+    torch.manual_seed(seed)  # random starts and random targets repeat run to run
+    out = [
+        attack(model, x[i : i + batch], y[i : i + batch]).detach() for i in range(0, len(x), batch)
+    ]
+    return torch.cat(out)
+
+
+def perturbation_stats(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, float]:
+    d = (x_adv - x).flatten(1)
+    return {
+        "linf_max": round(d.abs().max().item(), 4),
+        "linf_mean": round(d.abs().max(1).values.mean().item(), 4),
+        "l2_mean": round(d.norm(dim=1).mean().item(), 4),
+    }
+
+
+class Evaluation:
+    """One run of the table for every target in the config."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.device = pick_device(config.get("device", "auto"))
+        self.batch = int(config.get("batch_size", 500))
+        self.seed = int(config.get("seed", 0))
+        data = config["data"]
+        x, y = load_dataset(data, data.get("split", "test"))
+        n = int(data.get("num_images", 2000))
+        self.x, self.y = x[:n].to(self.device), y[:n].to(self.device)
+        self.features = build_feature_extractor(config["feature_extractor"]).to(self.device)
+        self.defenses: dict[str, Defense] = {
+            name: build_baseline(spec) for name, spec in config["defenses"].items()
+        }
+        self.purifiers = {
+            name: load_purifier(path, self.device) for name, path in config["purifiers"].items()
+        }
+        self.defenses.update(self.purifiers)
+
+    def evaluate_target(
+        self, target: nn.Module, rows: list[dict[str, Any]], on_row: Any = None
+    ) -> dict[str, torch.Tensor]:
+        """Append one row per attack to `rows` (calling on_row after each, so partial
+        tables survive a stop); return a few adversarial examples per attack."""
+        x, y, batch = self.x, self.y, self.batch
+        rows.append(
+            {
+                "attack": "clean",
+                "budget": "-",
+                "kind": "clean",
+                "perturbation": None,
+                "error": {
+                    d: error_percent(predict(target, x, f, batch), y)
+                    for d, f in self.defenses.items()
+                },
+            }
+        )
+        examples: dict[str, torch.Tensor] = {}
+        for spec in self.config["attacks"]:
+            attack = build_attack(spec, self.features)
+            t0 = time.time()
+            adaptive = spec.get("adaptive")
+            errors: dict[str, float | None] = {}
+            stats = None
+            if adaptive is None:
+                x_adv = run_attack(attack, target, x, y, batch, self.seed)
+                stats = perturbation_stats(x, x_adv)
+                examples[spec["name"]] = x_adv[:8].cpu()
+                for name, defense in self.defenses.items():
+                    errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
+            else:
+                for name, defense in self.defenses.items():
+                    front = self._adaptive_front(adaptive, name, defense)
+                    if front is None:
+                        errors[name] = NOT_APPLICABLE
+                        continue
+                    pipeline = nn.Sequential(front, target).eval()
+                    x_adv = run_attack(attack, pipeline, x, y, batch, self.seed)
+                    errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
+            rows.append(
+                {
+                    "attack": spec["name"],
+                    "budget": budget_text(spec),
+                    "kind": attack_kind(spec),
+                    "perturbation": stats,
+                    "error": errors,
+                    "seconds": round(time.time() - t0, 1),
+                }
+            )
+            if on_row is not None:
+                on_row()
+            print(
+                f"  {spec['name']:<28} "
+                + "  ".join(f"{k}={'n/a' if v is None else v}" for k, v in errors.items()),
+                flush=True,
+            )
+        return examples
+
+    def _adaptive_front(self, adaptive: str, name: str, defense: Defense) -> nn.Module | None:
+        if adaptive == "bpda":
+            return BPDAWrapper(defense)
+        if adaptive == "whitebox":
+            return defense if isinstance(defense, PurifierDefense) else None
+        raise ValueError(f"unknown adaptive mode {adaptive!r} (bpda | whitebox)")
+
+
+def budget_text(spec: dict[str, Any]) -> str:
+    if "eps" in spec:
+        return f"Linf {spec['eps']}"
+    if "l2_eps" in spec:
+        return f"L2 {spec['l2_eps']}"
+    if spec["kind"] == "cw":
+        return f"L2 min (c={spec.get('c', 1.0)})"
+    return "-"
+
+
+def attack_kind(spec: dict[str, Any]) -> str:
+    if spec.get("adaptive"):
+        return f"adaptive ({spec['adaptive']})"
+    return "seen" if spec.get("seen") else "unseen"
+
+
+def evaluate_from_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    config = load_config(path, overrides)
+    seed_everything(int(config.get("seed", 0)))
+    torch.set_num_threads(int(config.get("threads", torch.get_num_threads())))
+    start = time.time()
+    ev = Evaluation(config)
+    result: dict[str, Any] = {
+        "command": "purifier eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if sys.argv[1:2] == ["eval"]
+        else f"purifier eval {path}",
+        "config": str(path),
+        "num_images": len(ev.x),
+        "seed": ev.seed,
+        "device": device_label(ev.device),
+        "defenses": list(ev.defenses),
+        "purifiers": list(ev.purifiers),
+        "targets": {},
+    }
+    examples = None
+    out_dir = Path(config["output_dir"])
+    for name, target_cfg in config["targets"].items():
+        print(f"target {name}", flush=True)
+        target = load_target(target_cfg, ev.device)
+        rows: list[dict[str, Any]] = []
+        result["targets"][name] = {"config": target_cfg, "rows": rows}
+        adv = ev.evaluate_target(target, rows, on_row=lambda: write_reports(result, out_dir))
+        if examples is None:
+            examples = (target, adv)
+    result["elapsed_s"] = round(time.time() - start, 1)
+    write_reports(result, out_dir)
+    if examples is not None and config.get("figure_attack") in examples[1]:
+        from training.figures import example_figure
+
+        target, adv = examples
+        purifier = next(iter(ev.purifiers.values()))
+        example_figure(
+            ev.x[:8].cpu(),
+            adv[config["figure_attack"]],
+            purifier.cpu(),
+            out_dir / "examples.png",
+            title=config["figure_attack"],
+        )
+    print(f"wrote {out_dir}/table.md, table.csv, table.json in {result['elapsed_s']} s")
+    return result
+
+
+def format_cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"Top-1 error (%) on {result['num_images']} Fashion-MNIST test images; "
+        f"device: {result['device']}; `{result['command']}`.",
+        "",
+    ]
+    defenses = result["defenses"]
+    for target, block in result["targets"].items():
+        lines += [f"### Target: {target}", ""]
+        lines.append("| attack | budget | kind | " + " | ".join(defenses) + " |")
+        lines.append("|---|---|---|" + "---|" * len(defenses))
+        for row in block["rows"]:
+            cells = " | ".join(format_cell(row["error"][d]) for d in defenses)
+            lines.append(f"| {row['attack']} | {row['budget']} | {row['kind']} | {cells} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_reports(result: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "table.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "table.md").write_text(markdown_table(result))
+    with (out_dir / "table.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["target", "attack", "budget", "kind", *result["defenses"]])
+        for target, block in result["targets"].items():
+            for row in block["rows"]:
+                writer.writerow(
+                    [
+                        target,
+                        row["attack"],
+                        row["budget"],
+                        row["kind"],
+                        *(
+                            "" if row["error"][d] is None else row["error"][d]
+                            for d in result["defenses"]
+                        ),
+                    ]
+                )

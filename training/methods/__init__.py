@@ -1,0 +1,18 @@
+"""One trainer per method; `purifier train` picks one by the config's `method`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def get_trainer(method: str) -> Callable[[dict[str, Any], bool], Any]:
+    if method == "classifier":
+        from training.methods.classifier import train_classifier
+
+        return train_classifier
+    if method == "nrp":
+        from training.methods.nrp import train_nrp
+
+        return train_nrp
+    raise KeyError(f"unknown method {method!r}; known: classifier, nrp")

@@ -1,0 +1,225 @@
+"""NRP: Neural Representation Purifier trained with self-supervised adversarial
+training (Naseer et al. 2020, Algorithm 2).
+
+Each step: SSP (Alg. 1) perturbs a clean batch in the fixed feature extractor's space;
+the purifier minimises L = alpha*L_adv + gamma*L_img + lambda*L_feat (Eq. 5-8); the
+critic then learns to tell x from P(x'). No labels are used anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.attacks.ssp import SSP
+from training.config import seed_everything
+from training.data.registry import load_dataset
+from training.loop import (
+    Checkpoint,
+    MetricsLog,
+    batch_order,
+    device_label,
+    pick_device,
+    progress,
+    save_weights,
+    steps_per_epoch,
+)
+from training.losses import get_distance, ragan_critic_loss, ragan_generator_loss
+from training.models import build_feature_extractor, build_model
+
+
+class NRPObjective:
+    """The purifier and critic losses of NRP, given the fixed feature extractor."""
+
+    def __init__(
+        self,
+        features: nn.Module,
+        alpha: float = 5e-3,
+        gamma: float = 1e-2,
+        lam: float = 1.0,
+        feature_distance: str = "l1",
+    ) -> None:
+        self.features = features
+        self.alpha, self.gamma, self.lam = alpha, gamma, lam
+        self.distance = get_distance(feature_distance)
+
+    def purifier_loss(
+        self, critic: nn.Module, clean: torch.Tensor, purified: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        l_feat = self.distance(self.features(clean), self.features(purified)).mean()  # Eq. 5
+        l_img = F.mse_loss(purified, clean)  # Eq. 6 (squared L2, as a mean)
+        l_adv = ragan_generator_loss(critic(clean), critic(purified))  # Eq. 7
+        total = self.alpha * l_adv + self.gamma * l_img + self.lam * l_feat  # Eq. 8
+        return {"loss": total, "adv": l_adv, "img": l_img, "feat": l_feat}
+
+    @staticmethod
+    def critic_loss(critic: nn.Module, clean: torch.Tensor, purified: torch.Tensor) -> torch.Tensor:
+        return ragan_critic_loss(critic(clean), critic(purified.detach()))
+
+
+class NRPTrainer:
+    """Holds the networks and optimisers; `step(x)` is one iteration of Algorithm 2."""
+
+    def __init__(self, config: dict[str, Any], device: torch.device) -> None:
+        self.features = build_feature_extractor(config["feature_extractor"]).to(device)
+        self.purifier = build_model(config["purifier"]).to(device)
+        self.critic = build_model(config["critic"]).to(device)
+        self.ssp = SSP(self.features, **config["ssp"])
+        lc = config.get("loss", {})
+        self.objective = NRPObjective(
+            self.features,
+            alpha=lc.get("alpha", 5e-3),
+            gamma=lc.get("gamma", 1e-2),
+            lam=lc.get("lambda", 1.0),
+            feature_distance=lc.get("feature_distance", "l1"),
+        )
+        tc = config["train"]
+        betas = tuple(tc.get("betas", (0.9, 0.999)))
+        self.opt_p = torch.optim.Adam(self.purifier.parameters(), lr=tc["lr_purifier"], betas=betas)
+        self.opt_c = torch.optim.Adam(self.critic.parameters(), lr=tc["lr_critic"], betas=betas)
+
+    def step(self, x: torch.Tensor) -> dict[str, float]:
+        self.purifier.train()
+        self.critic.train()
+        x_adv = self.ssp(x)  # Alg. 2 line 3
+        # Lines 4-5: update the purifier; the critic is only a judge here.
+        self.critic.requires_grad_(False)
+        purified = self.purifier(x_adv)
+        losses = self.objective.purifier_loss(self.critic, x, purified)
+        self.opt_p.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.opt_p.step()
+        # Line 6: update the critic to classify x from P(x').
+        self.critic.requires_grad_(True)
+        critic_loss = self.objective.critic_loss(self.critic, x, purified)
+        self.opt_c.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.opt_c.step()
+        with torch.no_grad():
+            distortion = self.ssp.distance(self.features(x), self.features(x_adv)).mean()
+        return {
+            **{k: v.item() for k, v in losses.items()},
+            "critic": critic_loss.item(),
+            "ssp_distortion": distortion.item(),
+        }
+
+    @torch.no_grad()
+    def validate(self, x: torch.Tensor) -> dict[str, float]:
+        """Feature and pixel distances to the clean images, for SSP inputs and for clean
+        inputs (a purifier must also leave clean images alone)."""
+        self.purifier.eval()
+        with torch.enable_grad():
+            x_adv = self.ssp(x)
+        dist = self.objective.distance
+        clean_f = self.features(x)
+        out = {}
+        for name, inp in (("adv", x_adv), ("clean", x)):
+            purified = self.purifier(inp)
+            out[f"val_{name}_feat"] = dist(clean_f, self.features(purified)).mean().item()
+            out[f"val_{name}_psnr"] = psnr(purified, x)
+        out["val_input_feat"] = dist(clean_f, self.features(x_adv)).mean().item()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "purifier": self.purifier.state_dict(),
+            "critic": self.critic.state_dict(),
+            "opt_p": self.opt_p.state_dict(),
+            "opt_c": self.opt_c.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.purifier.load_state_dict(state["purifier"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_p.load_state_dict(state["opt_p"])
+        self.opt_c.load_state_dict(state["opt_c"])
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = F.mse_loss(a, b).clamp_min(1e-12)
+    return (10 * torch.log10(1.0 / mse)).item()
+
+
+def train_nrp(config: dict[str, Any], resume: bool = True) -> Path:
+    seed = int(config.get("seed", 0))
+    seed_everything(seed)
+    device = pick_device(config.get("device", "auto"))
+    tc = config["train"]
+    x_train = load_dataset(config["data"], "train")[0].to(device)  # labels are never used
+    x_val, _ = load_dataset(config["data"], "test")
+    x_val = x_val[: int(tc.get("val_images", 1000))].to(device)
+    trainer = NRPTrainer(config, device)
+    epochs, bs = int(tc["epochs"]), int(tc["batch_size"])
+    per_epoch = steps_per_epoch(len(x_train), bs)
+    every = int(tc.get("checkpoint_every", 200))
+    ckpt, log = Checkpoint(config["output_dir"]), MetricsLog(config["output_dir"])
+    val_log = MetricsLog(config["output_dir"], "validation.csv")
+
+    epoch, step = 0, 0
+    state = ckpt.load() if resume else None
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        epoch, step = state["epoch"], state["step"]
+        print(f"{config['name']}: resuming at epoch {epoch + 1}, step {step}")
+
+    def save(epoch: int, step: int) -> None:
+        ckpt.save({"trainer": trainer.state_dict(), "epoch": epoch, "step": step})
+
+    # A wall-clock budget lets a run stop cleanly (checkpoint + weights) and resume later,
+    # e.g. across CPU sessions or inside a GPU lease.
+    deadline = time.time() + 60 * float(tc.get("max_minutes", float("inf")))
+    started = time.time()
+    stopped_early = False
+    while epoch < epochs and not stopped_early:
+        bar = progress(per_epoch, step, f"{config['name']} epoch {epoch + 1}/{epochs}")
+        running: dict[str, float] = {}
+        for idx in batch_order(len(x_train), bs, seed, epoch, start=step):
+            if time.time() > deadline:
+                stopped_early = True
+                break
+            metrics = trainer.step(x_train[idx.to(device)])
+            running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in metrics.items()}
+            step += 1
+            bar.update(1)
+            bar.set_postfix(feat=f"{running['feat']:.4f}", img=f"{running['img']:.4f}")
+            if step % every == 0:
+                log.write(
+                    {
+                        "epoch": epoch + 1,
+                        "step": step,
+                        **{k: round(v, 5) for k, v in running.items()},
+                    }
+                )
+                save(epoch, step)
+        bar.close()
+        if stopped_early:
+            save(epoch, step)
+            print(f"{config['name']}: time budget reached at epoch {epoch + 1}, step {step}")
+            break
+        val = trainer.validate(x_val)
+        val_log.write({"epoch": epoch + 1, **{k: round(v, 5) for k, v in val.items()}})
+        print(
+            f"{config['name']}: epoch {epoch + 1} "
+            + " ".join(f"{k}={v:.4f}" for k, v in val.items())
+        )
+        epoch, step = epoch + 1, 0
+        save(epoch, step)
+    summary = {
+        "epochs_done": epoch + step / per_epoch,
+        "epochs_planned": epochs,
+        "finished": epoch >= epochs,
+        "wall_s_this_run": round(time.time() - started, 1),
+        "device": device_label(device),
+        "steps_per_epoch": per_epoch,
+        "batch_size": bs,
+    }
+    weights = save_weights(trainer.purifier.cpu(), config["weights"])
+    # Beside the weights: what the exporter copies into card.json's `training`.
+    weights.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    return weights

@@ -1,0 +1,49 @@
+"""Model registry: `build_model({"arch": NAME, **kwargs})` (timm-style factories)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.models.critics import vgg_critic
+from training.models.purifiers import nrp
+from training.models.targets import FeatureExtractor, lenet, resnet_small, vgg_small
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "lenet": lenet,
+    "resnet_small": resnet_small,
+    "vgg_small": vgg_small,
+    "nrp": nrp,
+    "vgg_critic": vgg_critic,
+}
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    spec = dict(spec)
+    arch = spec.pop("arch")
+    if arch not in MODELS:
+        raise KeyError(f"unknown arch {arch!r}; known: {sorted(MODELS)}")
+    return MODELS[arch](**spec)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"weights not found: {path}. Train them first (`purifier train CONFIG`)."
+        )
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
+
+
+def build_feature_extractor(spec: dict[str, Any]) -> FeatureExtractor:
+    """spec: {model: {arch...}, weights: PATH, layer: NAME}."""
+    model = load_weights(build_model(spec["model"]), spec["weights"])
+    return FeatureExtractor(model, spec["layer"])
+
+
+__all__ = ["MODELS", "FeatureExtractor", "build_feature_extractor", "build_model", "load_weights"]

@@ -1,0 +1,68 @@
+"""Purifier networks. NRP (paper Sec. 3.3): a convolution, then "basic blocks" of three
+dense blocks (five 3x3 convs with leaky-ReLU and dense connections, the last conv back
+to the block's width), and NO skip from the input image to the output: a skip would let
+the adversarial pattern through. The output is clamped to [0, 1] inside the graph, as
+the model contract requires."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DenseBlock(nn.Module):
+    """Five convolutions, each seeing all previous outputs; residual-scaled by 0.2 as in
+    ESRGAN's RDB, which NRP's generator follows (feature-level, not image-level, skip)."""
+
+    def __init__(self, nf: int, gc: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(nf + i * gc, gc, 3, 1, 1) for i in range(4))
+        self.conv_out = nn.Conv2d(nf + 4 * gc, nf, 3, 1, 1)
+        self.act = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for conv in self.convs:
+            feats.append(self.act(conv(torch.cat(feats, 1))))
+        return x + 0.2 * self.conv_out(torch.cat(feats, 1))
+
+
+class BasicBlock(nn.Module):
+    """Three dense blocks (NRP's "basic block", ESRGAN's RRDB)."""
+
+    def __init__(self, nf: int, gc: int) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(DenseBlock(nf, gc), DenseBlock(nf, gc), DenseBlock(nf, gc))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.2 * self.blocks(x)
+
+
+class NRPGenerator(nn.Module):
+    """P_theta. Fully convolutional; any H, W; output = clamp(net(x), 0, 1)."""
+
+    size_multiple = 1
+
+    def __init__(
+        self, in_channels: int = 3, nf: int = 64, gc: int = 32, num_basic_blocks: int = 23
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.conv_first = nn.Conv2d(in_channels, nf, 3, 1, 1)
+        self.trunk = nn.Sequential(*(BasicBlock(nf, gc) for _ in range(num_basic_blocks)))
+        self.trunk_conv = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_last = nn.Conv2d(nf, in_channels, 3, 1, 1)
+        self.act = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fea = self.conv_first(x)
+        fea = fea + self.trunk_conv(self.trunk(fea))
+        out = self.conv_last(self.act(self.conv_hr(fea)))
+        return out.clamp(0.0, 1.0)
+
+
+def nrp(
+    in_channels: int = 3, nf: int = 64, gc: int = 32, num_basic_blocks: int = 23
+) -> NRPGenerator:
+    return NRPGenerator(in_channels, nf, gc, num_basic_blocks)
