@@ -1,7 +1,7 @@
 """Input-transformation defenses: the classic pre-processing baselines and the purifier.
 
 Each defense maps a batch in [0, 1] NCHW to a batch of the same shape. The baselines use
-maintained libraries (torchvision's JPEG codec, SciPy's median filter, scikit-image's
+maintained libraries (Pillow's JPEG codec, SciPy's median filter, scikit-image's
 Chambolle TV denoiser); only bit-depth reduction is one line of arithmetic.
 """
 
@@ -22,13 +22,24 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 
 
 def jpeg(quality: int = 75) -> Defense:
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """JPEG re-compression (Das et al. 2017; Guo et al. 2018) with Pillow's codec."""
+    import io
+
+    from PIL import Image
+
+    def roundtrip(image: np.ndarray) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        return np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         u8 = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-        encoded = encode_jpeg(list(u8), quality=quality)
-        decoded = decode_jpeg(encoded)
-        return torch.stack(decoded).to(x.device, torch.float32) / 255.0
+        hwc = u8.permute(0, 2, 3, 1).numpy()
+        if hwc.shape[-1] == 1:
+            out = np.stack([roundtrip(img[..., 0])[..., None] for img in hwc])
+        else:
+            out = np.stack([roundtrip(img) for img in hwc])
+        return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, torch.float32) / 255.0
 
     return apply
 

@@ -57,8 +57,9 @@ class SSP:
         x_adv = self._random_start(x)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            delta = self.distance(clean_features, self.features(x_adv)).sum()
-            (grad,) = torch.autograd.grad(delta, x_adv)
+            with torch.enable_grad():  # callers may be inside no_grad (evaluation)
+                delta = self.distance(clean_features, self.features(x_adv)).sum()
+                (grad,) = torch.autograd.grad(delta, x_adv)
             with torch.no_grad():
                 x_adv = x_adv + self.step_size * grad.sign()  # Eq. 2
                 x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps)  # Eq. 3

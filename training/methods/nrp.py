@@ -84,23 +84,32 @@ class NRPTrainer:
         self.opt_p = torch.optim.Adam(self.purifier.parameters(), lr=tc["lr_purifier"], betas=betas)
         self.opt_c = torch.optim.Adam(self.critic.parameters(), lr=tc["lr_critic"], betas=betas)
 
-    def step(self, x: torch.Tensor) -> dict[str, float]:
+    def update_purifier(self, x: torch.Tensor, x_adv: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """Alg. 2 lines 4-5: one step of the purifier on L (Eq. 8); the critic only judges."""
         self.purifier.train()
-        self.critic.train()
-        x_adv = self.ssp(x)  # Alg. 2 line 3
-        # Lines 4-5: update the purifier; the critic is only a judge here.
         self.critic.requires_grad_(False)
         purified = self.purifier(x_adv)
         losses = self.objective.purifier_loss(self.critic, x, purified)
         self.opt_p.zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.opt_p.step()
-        # Line 6: update the critic to classify x from P(x').
         self.critic.requires_grad_(True)
+        return losses, purified.detach()
+
+    def update_critic(self, x: torch.Tensor, purified: torch.Tensor) -> torch.Tensor:
+        """Alg. 2 line 6: one step of the critic to classify x from P(x')."""
+        self.critic.train()
         critic_loss = self.objective.critic_loss(self.critic, x, purified)
         self.opt_c.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.opt_c.step()
+        return critic_loss
+
+    def step(self, x: torch.Tensor) -> dict[str, float]:
+        """One iteration of Algorithm 2."""
+        x_adv = self.ssp(x)  # line 3
+        losses, purified = self.update_purifier(x, x_adv)
+        critic_loss = self.update_critic(x, purified)
         with torch.no_grad():
             distortion = self.ssp.distance(self.features(x), self.features(x_adv)).mean()
         return {
@@ -114,8 +123,7 @@ class NRPTrainer:
         """Feature and pixel distances to the clean images, for SSP inputs and for clean
         inputs (a purifier must also leave clean images alone)."""
         self.purifier.eval()
-        with torch.enable_grad():
-            x_adv = self.ssp(x)
+        x_adv = self.ssp(x)
         dist = self.objective.distance
         clean_f = self.features(x)
         out = {}

@@ -1,0 +1,38 @@
+"""Every committed model in exported_models/ holds the model contract, and its card
+carries the measured evaluation that `purifier eval` wrote (never a hand-made one)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+CONTRACT_CHECK = REPO.parent / "shared" / "checks" / "model_contract.py"
+MODEL_DIRS = sorted(p for p in (REPO / "exported_models").iterdir() if p.is_dir())
+
+
+def test_there_is_an_exported_model():
+    assert any(d.name == "fmnist-nrp" for d in MODEL_DIRS)
+
+
+@pytest.mark.skipif(not CONTRACT_CHECK.exists(), reason=f"{CONTRACT_CHECK} not beside the repo")
+@pytest.mark.parametrize("model_dir", MODEL_DIRS, ids=lambda p: p.name)
+def test_model_holds_the_contract(model_dir: Path):
+    run = subprocess.run(
+        [sys.executable, str(CONTRACT_CHECK), str(model_dir)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_fmnist_card_matches_the_measured_table():
+    card = json.loads((REPO / "exported_models/fmnist-nrp/1/card.json").read_text())
+    table = json.loads((REPO / "results/fmnist/table.json").read_text())
+    assert card["evaluation"]["command"] == table["command"]
+    assert card["evaluation"]["num_images"] == table["num_images"] >= 2000
+    for target, block in table["targets"].items():
+        assert [r["error"] for r in card["evaluation"]["targets"][target]] == [
+            r["error"] for r in block["rows"]
+        ]

@@ -1,0 +1,111 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import write_yaml
+from training.defenses import PurifierDefense, bit_depth, jpeg, median, total_variation
+from training.evaluate import Evaluation, evaluate_from_config, load_target
+
+ATTACKS = [
+    {"name": "FGSM", "kind": "fgsm", "eps": 0.1},
+    {"name": "PGD-5", "kind": "pgd", "eps": 0.1, "alpha": 0.03, "steps": 5},
+    {"name": "SSP", "kind": "ssp", "eps": 0.1, "steps": 2, "seen": True},
+    {"name": "BPDA", "kind": "pgd", "eps": 0.1, "alpha": 0.03, "steps": 5, "adaptive": "bpda"},
+    {"name": "WB", "kind": "pgd", "eps": 0.1, "alpha": 0.03, "steps": 5, "adaptive": "whitebox"},
+]
+
+
+@pytest.fixture
+def eval_config(tmp_path: Path, tiny_models: dict[str, Path]) -> dict:
+    lenet = write_yaml(
+        tmp_path / "lenet.yaml",
+        {
+            "name": "lenet",
+            "method": "classifier",
+            "output_dir": str(tmp_path / "l"),
+            "weights": str(tiny_models["lenet"]),
+            "model": {"arch": "lenet", "in_channels": 1},
+        },
+    )
+    nrp = write_yaml(
+        tmp_path / "nrp.yaml",
+        {
+            "name": "tiny-nrp",
+            "method": "nrp",
+            "weights": str(tiny_models["nrp"]),
+            "purifier": {"arch": "nrp", "in_channels": 1, "nf": 8, "gc": 4, "num_basic_blocks": 1},
+        },
+    )
+    return {
+        "name": "tiny_eval",
+        "seed": 0,
+        "device": "cpu",
+        "batch_size": 16,
+        "output_dir": str(tmp_path / "results"),
+        "data": {"dataset": "fashion_mnist", "split": "test", "num_images": 32},
+        "targets": {"lenet": str(lenet)},
+        "feature_extractor": {
+            "model": {"arch": "vgg_small", "in_channels": 1, "width": 8},
+            "weights": str(tiny_models["vgg"]),
+            "layer": "relu2_2",
+        },
+        "defenses": {"none": {"kind": "none"}, "jpeg75": {"kind": "jpeg", "quality": 75}},
+        "purifiers": {"nrp": str(nrp)},
+        "figure_attack": "PGD-5",
+        "attacks": ATTACKS,
+    }
+
+
+def test_identity_purifier_reproduces_the_no_defense_column(eval_config):
+    eval_config["purifiers"] = {}
+    ev = Evaluation(eval_config)
+    ev.defenses["identity"] = PurifierDefense(nn.Identity())
+    target = load_target(eval_config["targets"]["lenet"], ev.device)
+    rows: list[dict] = []
+    ev.evaluate_target(target, rows)
+    by_name = {r["attack"]: r["error"] for r in rows}
+    for name, errors in by_name.items():
+        if name != "WB":
+            assert errors["identity"] == errors["none"], name
+    # White-box through an identity purifier is plain PGD on the classifier.
+    assert by_name["WB"]["identity"] == by_name["PGD-5"]["none"]
+    assert by_name["WB"]["none"] is None and by_name["WB"]["jpeg75"] is None
+    assert by_name["PGD-5"]["none"] > by_name["clean"]["none"]
+
+
+def test_eval_writes_markdown_csv_json_and_figure(eval_config, tmp_path):
+    config_path = write_yaml(tmp_path / "eval.yaml", eval_config)
+    result = evaluate_from_config(config_path)
+    out = Path(eval_config["output_dir"])
+    for name in ("table.md", "table.csv", "table.json", "examples.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "table.json").read_text())
+    assert saved["defenses"] == ["none", "jpeg75", "nrp"] and saved["num_images"] == 32
+    rows = saved["targets"]["lenet"]["rows"]
+    assert [r["attack"] for r in rows] == ["clean"] + [a["name"] for a in ATTACKS]
+    for row in rows:
+        for value in row["error"].values():
+            assert value is None or 0.0 <= value <= 100.0
+    pgd = next(r for r in rows if r["attack"] == "PGD-5")
+    assert pgd["perturbation"]["linf_max"] <= 0.1 + 1e-6
+    assert pgd["kind"] == "unseen" and rows[3]["kind"] == "seen"
+    with (out / "table.csv").open() as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["target", "attack", "budget", "kind", "none", "jpeg75", "nrp"]
+    assert len(table) == 1 + len(rows)
+    assert "| PGD-5 | Linf 0.1 | unseen |" in (out / "table.md").read_text()
+    assert result["targets"]["lenet"]["rows"] == rows
+
+
+@pytest.mark.parametrize("defense", [jpeg(75), bit_depth(3), median(3), total_variation(0.1)])
+def test_baselines_keep_shape_range_and_change_noisy_images(defense, fmnist_test):
+    x = fmnist_test[0][:8]
+    noisy = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    out = defense(noisy)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    assert (out - noisy).abs().mean() > 1e-3

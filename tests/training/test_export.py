@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from training.export import ExportError, check_parity, export_from_config, export_onnx
+from training.models import build_model
+
+from tests.conftest import REPO, write_yaml
+
+CONTRACT_CHECK = REPO.parent / "shared" / "checks" / "model_contract.py"
+
+
+@pytest.fixture
+def exported(nrp_config, tiny_models, tmp_path) -> Path:
+    nrp_config["weights"] = str(tiny_models["nrp"])
+    config_path = write_yaml(tmp_path / "tiny-nrp.yaml", nrp_config)
+    evaluation = {
+        "command": "purifier eval tiny.yaml",
+        "num_images": 32,
+        "device": "cpu",
+        "defenses": ["none", "nrp"],
+        "purifiers": ["nrp"],
+        "targets": {
+            "lenet": {
+                "rows": [
+                    {
+                        "attack": "clean",
+                        "budget": "-",
+                        "kind": "clean",
+                        "error": {"none": 10.0, "nrp": 11.0},
+                    }
+                ]
+            }
+        },
+    }
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(evaluation))
+    return export_from_config(config_path, evaluation=table, output_root=tmp_path / "models")
+
+
+def test_export_writes_the_triton_layout_and_card(exported):
+    model_dir = exported.parent
+    assert (model_dir / "config.pbtxt").exists() and (exported / "model.onnx").exists()
+    card = json.loads((exported / "card.json").read_text())
+    assert card["name"] == "tiny-nrp" and card["version"] == 1 and card["channels"] == 1
+    assert card["params"] == sum(
+        p.numel()
+        for p in build_model(
+            {"arch": "nrp", "in_channels": 1, "nf": 8, "gc": 4, "num_basic_blocks": 1}
+        ).parameters()
+    )
+    assert card["gflops_at_224"] > 0 and card["parity_max_abs_diff"] <= 1e-4
+    assert card["evaluation"]["targets"]["lenet"][0]["error"] == {"none": 10.0, "nrp": 11.0}
+    assert card["evaluation"]["command"] == "purifier eval tiny.yaml"
+    assert card["training"]["eps"] == 0.1 and card["training"]["run"] is None
+
+
+def test_exported_model_has_dynamic_batch_height_width(exported):
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, out.name) == ("image", "purified")
+    assert inp.shape[1] == 1 and all(isinstance(d, str) for d in (inp.shape[0], *inp.shape[2:]))
+    y = session.run(None, {"image": np.random.rand(5, 1, 33, 71).astype(np.float32)})[0]
+    assert y.shape == (5, 1, 33, 71) and 0 <= y.min() and y.max() <= 1
+
+
+@pytest.mark.skipif(not CONTRACT_CHECK.exists(), reason=f"{CONTRACT_CHECK} not beside the repo")
+def test_export_holds_the_shared_model_contract(exported):
+    run = subprocess.run(
+        [sys.executable, str(CONTRACT_CHECK), str(exported.parent)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_parity_check_fails_loudly_on_a_mismatch(tmp_path):
+    net = build_model({"arch": "nrp", "in_channels": 1, "nf": 8, "gc": 4, "num_basic_blocks": 1})
+    path = export_onnx(net, tmp_path / "model.onnx", 1, (28, 28))
+    x = [torch.rand(2, 1, 28, 28)]
+    assert check_parity(net, path, x) <= 1e-4
+    with torch.no_grad():
+        net.conv_last.bias += 0.01  # the torch model now differs from the exported graph
+    with pytest.raises(ExportError, match="parity failed"):
+        check_parity(net, path, x)

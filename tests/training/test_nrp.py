@@ -1,0 +1,109 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.losses import ragan_critic_loss, ragan_generator_loss
+from training.methods.nrp import NRPTrainer, train_nrp
+from training.models import build_model
+
+
+def test_purifier_keeps_shape_and_range_at_any_size():
+    net = build_model({"arch": "nrp", "in_channels": 3, "nf": 8, "gc": 4, "num_basic_blocks": 1})
+    for shape in ((1, 3, 28, 28), (2, 3, 37, 53)):
+        x = torch.rand(shape) * 3 - 1  # even out-of-range inputs come back in [0, 1]
+        y = net(x)
+        assert y.shape == shape and y.min() >= 0 and y.max() <= 1
+
+
+def test_purifier_has_no_input_to_output_skip():
+    # With the last conv zeroed, the output must not depend on the input at all: a
+    # skip connection from the image would leak it (and the adversarial pattern) through.
+    net = build_model({"arch": "nrp", "in_channels": 1, "nf": 8, "gc": 4, "num_basic_blocks": 1})
+    torch.nn.init.zeros_(net.conv_last.weight)
+    torch.nn.init.constant_(net.conv_last.bias, 0.5)
+    a, b = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    assert torch.equal(net(a), net(b))
+
+
+def test_ragan_generator_loss_falls_as_purified_look_more_real():
+    real = torch.zeros(8)
+    losses = [ragan_generator_loss(real, torch.full((8,), v)).item() for v in (-2.0, 0.0, 2.0)]
+    assert losses[0] > losses[1] > losses[2]
+    critic = [ragan_critic_loss(real, torch.full((8,), v)).item() for v in (-2.0, 0.0, 2.0)]
+    assert critic[0] < critic[1] < critic[2]
+
+
+def test_one_training_step_lowers_the_purifier_loss(nrp_config, fmnist_test):
+    torch.manual_seed(0)
+    trainer = NRPTrainer(nrp_config, torch.device("cpu"))
+    x = fmnist_test[0][:32]
+    x_adv = trainer.ssp(x)
+
+    def loss() -> float:
+        trainer.purifier.train()
+        with torch.no_grad():
+            return trainer.objective.purifier_loss(trainer.critic, x, trainer.purifier(x_adv))[
+                "loss"
+            ].item()
+
+    before = loss()
+    trainer.update_purifier(x, x_adv)
+    assert loss() < before
+
+
+def test_one_critic_step_lowers_the_critic_loss(nrp_config, fmnist_test):
+    torch.manual_seed(0)
+    trainer = NRPTrainer(nrp_config, torch.device("cpu"))
+    x = fmnist_test[0][:32]
+    with torch.no_grad():
+        purified = trainer.purifier(trainer.ssp(x))
+    before = trainer.objective.critic_loss(trainer.critic, x, purified).item()
+    trainer.update_critic(x, purified)
+    after = trainer.objective.critic_loss(trainer.critic, x, purified).item()
+    assert after < before
+
+
+def test_loss_weights_follow_the_paper_by_default(nrp_config):
+    nrp_config.pop("loss")
+    trainer = NRPTrainer(nrp_config, torch.device("cpu"))
+    assert (trainer.objective.alpha, trainer.objective.gamma, trainer.objective.lam) == (
+        5e-3,
+        1e-2,
+        1.0,
+    )
+
+
+def test_training_writes_weights_log_and_resumes(nrp_config):
+    weights = train_nrp(nrp_config)
+    out = Path(nrp_config["output_dir"])
+    assert weights.exists() and (out / "checkpoint.pt").exists()
+    summary = json.loads(weights.with_suffix(".json").read_text())
+    assert summary["finished"] and summary["epochs_done"] == 1
+    metrics = (out / "metrics.csv").read_text().splitlines()
+    assert metrics[0].startswith("wall_s,epoch,step,loss,adv,img,feat,critic")
+    assert len(metrics) == 1 + 2  # a row every 2 of the 4 steps
+
+    # Asking for a second epoch resumes after the first instead of starting over.
+    nrp_config["train"]["epochs"] = 2
+    first = torch.load(weights)
+    train_nrp(nrp_config)
+    validation = (out / "validation.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in validation[1:]] == ["1", "2"]
+    second = torch.load(weights)
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+def test_time_budget_stops_cleanly_and_resume_finishes(nrp_config):
+    nrp_config["train"]["max_minutes"] = 0
+    weights = train_nrp(nrp_config)
+    assert json.loads(weights.with_suffix(".json").read_text())["finished"] is False
+    nrp_config["train"]["max_minutes"] = 60
+    train_nrp(nrp_config)
+    assert json.loads(weights.with_suffix(".json").read_text())["finished"] is True
+
+
+def test_unknown_model_arch():
+    with pytest.raises(KeyError, match="unknown arch"):
+        build_model({"arch": "vgg19000"})
