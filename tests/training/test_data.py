@@ -11,7 +11,7 @@ def test_loads_fashion_mnist_test_split(fmnist_test):
     x, y = fmnist_test
     assert x.shape == (256, 1, 28, 28) and x.dtype == torch.float32
     assert y.shape == (256,) and y.dtype == torch.int64
-    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
+    assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.9
     assert set(y.tolist()) <= set(range(10)) and len(set(y.tolist())) == 10
 
 
