@@ -9,14 +9,17 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # Wheels whose metadata pins ancient dependencies: installed without them.
 NO_DEPS_PINS := torchattacks==3.5.1
 
-.PHONY: test lint format train eval export data clean-venv
+SERVE_VENV := .venv-serve
+PORT ?= 8080
+
+.PHONY: test run lint format train eval export data clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.train-installed: $(VENV)/bin/python pyproject.toml
 	$(PIP) install $(TORCH_PINS)
-	$(PIP) install -e '.[train,dev]'
+	$(PIP) install -e '.[serve,train,dev]'
 	$(PIP) install --no-deps $(NO_DEPS_PINS)
 	touch $@
 
@@ -28,6 +31,15 @@ data:
 	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian package)"; exit 1; \
 	  fi; \
 	fi
+
+# Serving needs no torch: its own small venv.
+$(SERVE_VENV)/.serve-installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip --disable-pip-version-check -q install -e '.[serve]'
+	touch $@
+
+run: $(SERVE_VENV)/.serve-installed
+	$(SERVE_VENV)/bin/purifier serve --port $(PORT)
 
 test: $(VENV)/.train-installed data
 	$(PY) -m pytest
@@ -53,4 +65,4 @@ export: $(VENV)/.train-installed data
 	$(VENV)/bin/purifier export training/configs/fmnist_nrp.yaml --evaluation results/fmnist/table.json
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(SERVE_VENV)

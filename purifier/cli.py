@@ -33,6 +33,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from service.serve import serve
+
+    serve(host=args.host, port=args.port, model=args.model)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="purifier", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-root", default="exported_models")
     p.add_argument("--version", type=int, default=1)
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("serve", help="serve exported models over HTTP (no torch needed)")
+    p.add_argument("--host", help="default 127.0.0.1 (PURIFIER_HOST)")
+    p.add_argument("--port", type=int, help="default 8080 (PURIFIER_PORT)")
+    p.add_argument("--model", help="the default model (PURIFIER_DEFAULT_MODEL)")
+    p.set_defaults(func=_serve)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The purification sidecar: FastAPI + onnxruntime. Imports no torch."""

@@ -1,0 +1,136 @@
+"""create_app(settings): the FastAPI app, its lifespan (load, warm up, drain) and routes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.batcher import DynamicBatcher
+from service.config import Settings
+from service.engine import Engine
+from service.errors import install_handlers
+from service.metrics import Metrics
+from service.registry import ModelEntry, discover
+from service.routes import health, purify
+from service.state import ModelRuntime, ServiceState
+
+log = logging.getLogger("purifier")
+
+
+def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> ModelRuntime:
+    engine = Engine(entry, settings)
+    name = entry.name
+    metrics = state.metrics
+
+    def observe(batch: int, inference_s: float, queued: list[float]) -> None:
+        metrics.batch_size.labels(name).observe(batch)
+        metrics.inference.labels(name).observe(inference_s)
+        for q in queued:
+            metrics.queue.labels(name).observe(q)
+
+    # One inference thread per model: onnxruntime parallelises inside a run.
+    batcher = DynamicBatcher(
+        engine.run,
+        ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}"),
+        settings.max_batch_size,
+        settings.max_queue_delay_ms / 1000.0,
+        settings.max_queue_size,
+        observer=observe,
+    )
+    card = entry.card
+    tile = settings.tile_size or int(card.get("recommended_tile", 256))
+    multiple = max(settings.bucket_multiple, int(card.get("size_multiple", 1)))
+    metrics.model_info.labels(name).info(
+        {
+            "version": str(entry.version),
+            "provider": engine.provider,
+            "method": str(card.get("method")),
+        }
+    )
+    return ModelRuntime(entry, engine, batcher, tile, int(card.get("min_size", 1)), multiple)
+
+
+def _warm_shapes(runtime: ModelRuntime, settings: Settings) -> list[tuple[int, int, int, int]]:
+    """The tile bucket at batch 1 and at the largest batch, and each configured size."""
+    from service.imaging import plan_tiles
+
+    c = runtime.engine.channels
+    shapes = {
+        (1, c, runtime.tile, runtime.tile),
+        (settings.max_batch_size, c, runtime.tile, runtime.tile),
+    }
+    for size in settings.warmup_sizes:
+        plan = plan_tiles(
+            size, size, runtime.tile, settings.tile_overlap, runtime.multiple, runtime.min_size
+        )
+        shapes.add((1, c, plan.tile_h, plan.tile_w))
+    return sorted(shapes)
+
+
+def _drain_on_sigterm(state: ServiceState) -> None:
+    """Readiness turns off the moment SIGTERM arrives; uvicorn's own handler then stops
+    accepting connections and lets in-flight requests finish."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        state.draining = True
+        log.info("SIGTERM: readiness off, draining")
+        if callable(previous):
+            previous(signum, frame)
+
+    with contextlib.suppress(ValueError):  # not the main thread (an in-process client)
+        signal.signal(signal.SIGTERM, handler)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServiceState(
+            settings,
+            Metrics(),
+            ThreadPoolExecutor(settings.codec_threads, thread_name_prefix="codec"),
+        )
+        app.state.purifier = state
+        entries = discover(settings.model_repository, settings.models)
+        for entry in entries:
+            state.models[entry.name] = _runtime(entry, settings, state)
+        state.default_model = settings.default_model or entries[0].name
+        if state.default_model not in state.models:
+            raise RuntimeError(f"default model {state.default_model!r} is not loaded")
+        for runtime in state.models.values():
+            seconds = runtime.engine.warm_up(_warm_shapes(runtime, settings))
+            runtime.batcher.start()
+            runtime.ready = True
+            log.info("model %s warmed up in %.2f s", runtime.entry.name, seconds)
+        state.ready = True
+        _drain_on_sigterm(state)
+        try:
+            yield
+        finally:
+            state.draining = True
+            for runtime in state.models.values():
+                await runtime.batcher.stop()
+            state.codec_pool.shutdown(wait=False)
+
+    app = FastAPI(
+        title="Purifier",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Adversarial purification sidecar",
+    )
+    install_handlers(app)
+    app.include_router(purify.router)
+    app.include_router(health.router)
+    return app

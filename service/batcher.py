@@ -1,0 +1,188 @@
+"""Asyncio dynamic micro-batching, bucketed by input shape.
+
+Requests put images (all of one shape bucket per image plan) on the queue and await
+futures. One worker per model gathers items of the same shape until `max_batch_size`
+or until the oldest has waited `max_queue_delay`, then runs the batch off the event
+loop (onnxruntime releases the GIL) and resolves each future. The queue is bounded:
+a full queue rejects at once (503) instead of piling up; items past their deadline are
+dropped before inference (504). An inference error fails only its own batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class QueueFullError(RuntimeError):
+    pass
+
+
+class DeadlineExceededError(TimeoutError):
+    pass
+
+
+class InferenceError(RuntimeError):
+    pass
+
+
+@dataclass
+class _Item:
+    array: np.ndarray
+    future: asyncio.Future
+    deadline: float
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    """Per-request timings, reported in response headers."""
+
+    queue_s: float = 0.0
+    inference_s: float = 0.0
+    batch_size: int = 0
+
+
+Observer = Callable[[int, float, list[float]], None]  # (batch size, inference s, queue s each)
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        run_batch: Callable[[np.ndarray], np.ndarray],
+        executor: Executor,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        max_queue_size: int,
+        observer: Observer | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_queue_delay_s
+        self.max_queue_size = max_queue_size
+        self._observer = observer
+        self._queues: dict[tuple[int, ...], deque[_Item]] = {}
+        self._pending = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.last_beat = time.monotonic()
+
+    @property
+    def pending(self) -> int:
+        """Images queued or running."""
+        return self._pending
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def submit(
+        self, arrays: list[np.ndarray], deadline: float
+    ) -> tuple[list[np.ndarray], BatchStats]:
+        """Queue images of one request; wait for all of them (or the deadline)."""
+        if self._pending + len(arrays) > self.max_queue_size:
+            raise QueueFullError(f"{self._pending} images already queued")
+        loop = asyncio.get_running_loop()
+        items = [_Item(a, loop.create_future(), deadline) for a in arrays]
+        self._pending += len(items)
+        for item in items:
+            self._queues.setdefault(item.array.shape, deque()).append(item)
+        self._wakeup.set()
+        try:
+            timeout = deadline - time.perf_counter()
+            if timeout <= 0:
+                raise DeadlineExceededError("deadline passed before queueing")
+            results = await asyncio.wait_for(asyncio.gather(*(i.future for i in items)), timeout)
+        except TimeoutError as err:
+            raise DeadlineExceededError("request deadline exceeded") from err
+        finally:
+            for item in items:
+                if not item.future.done():
+                    item.future.cancel()
+        stats = BatchStats(
+            queue_s=max(r[1] for r in results),
+            inference_s=max(r[2] for r in results),
+            batch_size=max(r[3] for r in results),
+        )
+        return [r[0] for r in results], stats
+
+    def _oldest_queue(self) -> tuple[tuple[int, ...], deque[_Item]] | None:
+        live = [(k, q) for k, q in self._queues.items() if q]
+        if not live:
+            return None
+        return min(live, key=lambda kq: kq[1][0].enqueued)
+
+    def _take(self, queue: deque[_Item]) -> list[_Item]:
+        now = time.perf_counter()
+        batch: list[_Item] = []
+        while queue and len(batch) < self.max_batch_size:
+            item = queue.popleft()
+            if item.future.done():  # cancelled: the request already gave up
+                self._pending -= 1
+            elif item.deadline <= now:
+                self._pending -= 1
+                item.future.set_exception(DeadlineExceededError("deadline passed in the queue"))
+            else:
+                batch.append(item)
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self.last_beat = time.monotonic()
+            found = self._oldest_queue()
+            if found is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            _, queue = found
+            age = time.perf_counter() - queue[0].enqueued
+            if len(queue) < self.max_batch_size and age < self.max_delay:
+                # Wait for more items or for the oldest one's delay to run out, then look again.
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self.max_delay - age)
+                continue
+            batch = self._take(queue)
+            if not batch:
+                continue
+            await self._run(loop, batch)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        started = time.perf_counter()
+        queued = [started - item.enqueued for item in batch]
+        try:
+            stacked = np.stack([item.array for item in batch])
+            out = await loop.run_in_executor(self._executor, self._run_batch, stacked)
+            if out.shape != stacked.shape:
+                raise InferenceError(f"model returned {out.shape} for input {stacked.shape}")
+        except Exception as err:  # any failure fails this batch only
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(InferenceError(f"inference failed: {err}"))
+        else:
+            elapsed = time.perf_counter() - started
+            for item, result, waited in zip(batch, out, queued, strict=True):
+                if not item.future.done():
+                    item.future.set_result((result, waited, elapsed, len(batch)))
+            if self._observer is not None:
+                self._observer(len(batch), elapsed, queued)
+        finally:
+            self._pending -= len(batch)

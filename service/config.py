@@ -1,0 +1,46 @@
+"""Service settings: one pydantic-settings class, environment prefix PURIFIER_."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PURIFIER_", protected_namespaces=())
+
+    # Models
+    model_repository: Path = Field(Path("exported_models"), description="Triton-style model folder")
+    default_model: str | None = Field(None, description="served when a request names none")
+    models: list[str] | None = Field(None, description="load only these (default: all)")
+
+    # onnxruntime
+    providers: list[Literal["tensorrt", "cuda", "cpu"]] = ["cuda", "cpu"]
+    require_gpu: bool = Field(False, description="fail start-up if CUDA is not the provider used")
+    intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime's default")
+    inter_op_threads: int = Field(1, ge=0)
+    gpu_mem_limit_mb: int = Field(0, ge=0, description="0 = no limit")
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
+
+    # Batching
+    max_batch_size: int = Field(16, ge=1)
+    max_queue_delay_ms: float = Field(4.0, ge=0)
+    max_queue_size: int = Field(256, ge=1, description="images waiting, per model")
+    request_timeout_s: float = Field(30.0, gt=0)
+
+    # Images
+    max_body_bytes: int = Field(25 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    tile_size: int | None = Field(None, ge=16, description="default: the card's recommended_tile")
+    tile_overlap: int = Field(16, ge=0)
+    bucket_multiple: int = Field(32, ge=1, description="pad H, W up to a multiple of this")
+    warmup_sizes: list[int] = [224]
+    codec_threads: int = Field(4, ge=1, description="decode/encode worker threads")
+    jpeg_quality: int = Field(95, ge=1, le=100)
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8080

@@ -1,0 +1,57 @@
+"""Error responses: JSON {"error": {"code", "message"}} with the right status."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.batcher import DeadlineExceededError, InferenceError, QueueFullError
+from service.imaging import ImageError
+
+
+class ServiceError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+def error_response(
+    status: int, code: str, message: str, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def as_service_error(err: Exception) -> ServiceError:
+    """Map the pipeline's exceptions to HTTP errors."""
+    if isinstance(err, ServiceError):
+        return err
+    if isinstance(err, ImageError):
+        return ServiceError(err.status, err.code, err.message)
+    if isinstance(err, QueueFullError):
+        return ServiceError(503, "queue_full", f"the queue is full ({err}); retry later", 1)
+    if isinstance(err, DeadlineExceededError):
+        return ServiceError(504, "deadline_exceeded", str(err))
+    if isinstance(err, InferenceError):
+        return ServiceError(500, "inference_failed", str(err))
+    return ServiceError(500, "internal_error", f"{type(err).__name__}")
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service(_: Request, err: ServiceError) -> JSONResponse:
+        return error_response(err.status, err.code, err.message, err.retry_after)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return error_response(err.status_code, code, str(err.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
+        return error_response(400, "bad_request", "; ".join(parts))

@@ -1,0 +1,73 @@
+"""The model registry: finds exported_models/<name>/<version>/{model.onnx, card.json},
+picks the highest version, and refuses a model whose sha256 differs from its card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ModelLoadError(RuntimeError):
+    """A model folder that cannot be served; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    version: int
+    onnx_path: Path
+    card: dict[str, Any]
+
+    @property
+    def channels(self) -> int:
+        return int(self.card["channels"])
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_entry(model_dir: Path, version: int | None = None) -> ModelEntry:
+    versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    if not versions:
+        raise ModelLoadError(f"{model_dir}: no numbered version folder ({model_dir}/1/model.onnx)")
+    chosen = version if version is not None else versions[-1]
+    vdir = model_dir / str(chosen)
+    onnx_path, card_path = vdir / "model.onnx", vdir / "card.json"
+    for path in (onnx_path, card_path):
+        if not path.exists():
+            raise ModelLoadError(f"missing {path}")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"{card_path} is not valid JSON: {err}") from err
+    digest = sha256_of(onnx_path)
+    if card.get("sha256") != digest:
+        raise ModelLoadError(
+            f"{onnx_path}: sha256 {digest} does not match {card_path} ({card.get('sha256')}); "
+            "refusing a corrupt or mismatched model"
+        )
+    return ModelEntry(model_dir.name, chosen, onnx_path, card)
+
+
+def discover(repository: Path, only: list[str] | None = None) -> list[ModelEntry]:
+    """Every model folder in the repository (or only the named ones), highest version."""
+    if not repository.is_dir():
+        raise ModelLoadError(f"model repository {repository} does not exist")
+    dirs = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if only is not None:
+        missing = set(only) - {p.name for p in dirs}
+        if missing:
+            raise ModelLoadError(f"models not found in {repository}: {sorted(missing)}")
+        dirs = [p for p in dirs if p.name in only]
+    entries = [load_entry(d) for d in dirs]
+    if not entries:
+        raise ModelLoadError(f"no models in {repository}")
+    return entries

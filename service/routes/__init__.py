@@ -1,0 +1,1 @@
+"""HTTP routes, thin: parsing and responses here, work in service.pipeline."""

@@ -1,0 +1,84 @@
+"""Health and model metadata: the Open Inference Protocol (KServe v2) routes, /models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.errors import error_response
+from service.state import ServiceState
+
+router = APIRouter()
+
+
+def _state(request: Request) -> ServiceState:
+    return request.app.state.purifier
+
+
+@router.get("/v2")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "purifier", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+
+
+@router.get("/v2/health/live")
+async def live(request: Request) -> JSONResponse:
+    state = _state(request)
+    dead = [name for name, m in state.models.items() if state.ready and not m.batcher.alive]
+    if dead:
+        return error_response(503, "batcher_dead", f"batching worker stopped for {dead}")
+    return JSONResponse({"live": True})
+
+
+@router.get("/v2/health/ready")
+async def ready(request: Request) -> JSONResponse:
+    if _state(request).is_ready:
+        return JSONResponse({"ready": True})
+    return JSONResponse({"ready": False}, 503, headers={"Retry-After": "1"})
+
+
+def model_metadata(state: ServiceState, name: str) -> dict[str, Any]:
+    runtime = state.model(name)
+    c = runtime.engine.channels
+    return {
+        "name": runtime.entry.name,
+        "versions": [str(runtime.entry.version)],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, c, -1, -1]}],
+        "outputs": [{"name": "purified", "datatype": "FP32", "shape": [-1, c, -1, -1]}],
+    }
+
+
+@router.get("/v2/models/{name}")
+async def model_meta(request: Request, name: str) -> dict[str, Any]:
+    return model_metadata(_state(request), name)
+
+
+@router.get("/v2/models/{name}/ready")
+async def model_ready(request: Request, name: str) -> JSONResponse:
+    state = _state(request)
+    runtime = state.model(name)
+    ok = runtime.ready and state.is_ready
+    return JSONResponse({"name": name, "ready": ok}, 200 if ok else 503)
+
+
+@router.get("/models")
+async def models(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    return {
+        "default": state.default_model,
+        "models": [
+            {**m.entry.card, "provider": m.engine.provider, "ready": m.ready}
+            for m in state.models.values()
+        ],
+    }
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    state = _state(request)
+    for name, runtime in state.models.items():
+        state.metrics.pending.labels(name).set(runtime.batcher.pending)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,112 @@
+"""POST /purify: an image in, the purified image out (same size and mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from service.errors import ServiceError, as_service_error
+from service.imaging import decode, encode
+from service.pipeline import distances, purify_pixels
+from service.state import ServiceState
+
+router = APIRouter()
+
+RAW_TYPES = ("image/", "application/octet-stream")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than `limit` bytes without reading past it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, "body_too_large", f"body of {declared} bytes is over {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(413, "body_too_large", f"body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def image_bytes(request: Request, limit: int) -> bytes:
+    content_type = request.headers.get("content-type", "").lower()
+    body = await read_body(request, limit)
+    if content_type.startswith("multipart/form-data"):
+        request._body = body  # Starlette parses the form from the cached body
+        form = await request.form(max_files=1, max_fields=8)
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise ServiceError(400, "missing_image", "multipart body has no file field 'image'")
+        return await upload.read()
+    if content_type and not content_type.startswith(RAW_TYPES):
+        raise ServiceError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {content_type!r}: send an image/* body or multipart",
+        )
+    return body
+
+
+@router.post(
+    "/purify",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+)
+async def purify(
+    request: Request,
+    model: str | None = Query(None, description="model name (default: the service's default)"),
+    format: Literal["same", "png", "jpeg", "webp"] = Query("same"),
+    quality: int | None = Query(None, ge=1, le=100),
+) -> Response:
+    state: ServiceState = request.app.state.purifier
+    settings, metrics = state.settings, state.metrics
+    started = time.perf_counter()
+    status = 500
+    try:
+        if not state.is_ready:
+            raise ServiceError(503, "not_ready", "the service is not ready", retry_after=1)
+        runtime = state.model(model)
+        data = await image_bytes(request, settings.max_body_bytes)
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        decoded = await loop.run_in_executor(
+            state.codec_pool, decode, data, runtime.engine.channels, settings.max_pixels
+        )
+        metrics.decode.labels(runtime.entry.name).observe(time.perf_counter() - t0)
+        deadline = started + settings.request_timeout_s
+        purified, stats = await purify_pixels(
+            runtime, decoded.pixels, deadline, settings.tile_overlap
+        )
+        l2, linf = distances(decoded.pixels, purified)
+        t0 = time.perf_counter()
+        body, media_type = await loop.run_in_executor(
+            state.codec_pool, encode, decoded, purified, format, quality or settings.jpeg_quality
+        )
+        metrics.encode.labels(runtime.entry.name).observe(time.perf_counter() - t0)
+        metrics.request.labels(runtime.entry.name).observe(time.perf_counter() - started)
+        status = 200
+        return Response(
+            body,
+            media_type=media_type,
+            headers={
+                "X-Purifier-Model": runtime.entry.name,
+                "X-Purifier-Model-Version": str(runtime.entry.version),
+                "X-Purifier-Queue-Ms": f"{stats.queue_s * 1000:.2f}",
+                "X-Purifier-Inference-Ms": f"{stats.inference_s * 1000:.2f}",
+                "X-Purifier-Batch-Size": str(stats.batch_size),
+                "X-Purifier-L2": f"{l2:.6f}",
+                "X-Purifier-Linf": f"{linf:.6f}",
+            },
+        )
+    except Exception as err:
+        service_error = as_service_error(err)
+        status = service_error.status
+        if status in (413, 415, 503, 504):
+            metrics.rejections.labels(service_error.code).inc()
+        raise service_error from err
+    finally:
+        metrics.requests.labels("purify", str(status)).inc()

@@ -1,0 +1,50 @@
+"""What the running service holds: settings, metrics, one runtime per model, readiness."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from service.batcher import DynamicBatcher
+from service.config import Settings
+from service.engine import Engine
+from service.metrics import Metrics
+from service.registry import ModelEntry
+
+
+@dataclass
+class ModelRuntime:
+    entry: ModelEntry
+    engine: Engine
+    batcher: DynamicBatcher
+    tile: int
+    min_size: int
+    multiple: int
+    ready: bool = False
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: Metrics
+    codec_pool: ThreadPoolExecutor
+    models: dict[str, ModelRuntime] = field(default_factory=dict)
+    default_model: str | None = None
+    ready: bool = False
+    draining: bool = False
+    started: float = field(default_factory=time.time)
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready and not self.draining and all(m.ready for m in self.models.values())
+
+    def model(self, name: str | None) -> ModelRuntime:
+        from service.errors import ServiceError
+
+        key = name or self.default_model
+        if key not in self.models:
+            raise ServiceError(
+                404, "unknown_model", f"no model named {key!r}; serving {sorted(self.models)}"
+            )
+        return self.models[key]
