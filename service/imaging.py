@@ -155,9 +155,9 @@ def _restore_mode(decoded: DecodedImage, purified: np.ndarray) -> Image.Image:
     clipped = np.clip(purified, 0.0, 1.0)
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr16 = np.round(clipped[0] * 65535).astype(np.uint16)
-        return Image.fromarray(arr16, mode="I;16")
+        return Image.fromarray(arr16)  # uint16 -> I;16
     if mode == "F":
-        return Image.fromarray(clipped[0].astype(np.float32), mode="F")
+        return Image.fromarray(clipped[0].astype(np.float32))  # -> F
     u8 = np.round(clipped * 255).astype(np.uint8)
     img = (
         Image.fromarray(u8[0], "L")

@@ -1,0 +1,129 @@
+"""Every error path of the service contract: JSON bodies, the right status, and the
+process stays healthy for the next request."""
+
+import asyncio
+import io
+import re
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.service.conftest import encode_image, fmnist_images
+from tests.service.test_purify import post_image
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["code"] == code and body["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def png() -> bytes:
+    return encode_image(fmnist_images(1)[0], "PNG")
+
+
+def test_unknown_model_is_404(server, png):
+    assert_error(post_image(server.url, png, model="nope"), 404, "unknown_model")
+
+
+def test_text_body_is_415(server):
+    assert_error(post_image(server.url, b"hello", "text/plain"), 415, "unsupported_media_type")
+
+
+def test_bytes_that_are_no_image_are_415(server):
+    assert_error(post_image(server.url, b"\x00" * 100), 415, "unsupported_media_type")
+
+
+def test_gif_is_not_accepted(server):
+    body = encode_image(fmnist_images(1)[0], "GIF")
+    assert_error(post_image(server.url, body, "image/gif"), 415, "unsupported_media_type")
+
+
+def test_empty_body_is_400(server):
+    assert_error(post_image(server.url, b""), 400, "empty_body")
+
+
+def test_truncated_png_is_400(server, png):
+    assert_error(post_image(server.url, png[: len(png) // 2]), 400, "corrupt_image")
+
+
+def test_bad_query_values_are_400(server, png):
+    assert_error(post_image(server.url, png, format="gif"), 400, "bad_request")
+    assert_error(post_image(server.url, png, quality=0), 400, "bad_request")
+
+
+def test_multipart_without_image_field_is_400(server, png):
+    response = httpx.post(f"{server.url}/purify", files={"photo": ("a.png", png, "image/png")})
+    assert_error(response, 400, "missing_image")
+
+
+def test_body_over_the_byte_limit_is_413(server):
+    body = b"\x89PNG" + b"\x00" * (25 * 1024 * 1024 + 10)
+    assert_error(post_image(server.url, body), 413, "body_too_large")
+
+
+def test_pixel_count_over_the_limit_is_413(server):
+    body = encode_image(Image.new("L", (8000, 6000)), "PNG")  # 48 MP > 40 MP, ~50 kB
+    assert_error(post_image(server.url, body), 413, "too_many_pixels")
+
+
+def test_unknown_route_is_json_404(server):
+    assert_error(httpx.get(f"{server.url}/nope"), 404, "not_found")
+
+
+def test_service_still_answers_after_the_errors(server, png):
+    assert post_image(server.url, png).status_code == 200
+
+
+def test_queue_full_is_503_with_retry_after_and_others_still_served(start_server):
+    tight = start_server(
+        PURIFIER_MAX_QUEUE_SIZE="4", PURIFIER_MAX_QUEUE_DELAY_MS="200", PURIFIER_MAX_BATCH_SIZE="4"
+    )
+    bodies = [encode_image(img, "PNG") for img in fmnist_images(24)]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        f"{tight.url}/purify", content=b, headers={"Content-Type": "image/png"}
+                    )
+                    for b in bodies
+                )
+            )
+
+    responses = asyncio.run(burst())
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert rejected.headers["retry-after"] == "1"
+    assert_error(rejected, 503, "queue_full")
+    metrics = httpx.get(f"{tight.url}/metrics").text
+    assert f'purifier_rejections_total{{reason="queue_full"}} {statuses.count(503)}.0' in metrics
+
+
+def test_past_the_deadline_is_504(start_server):
+    slow = start_server(PURIFIER_REQUEST_TIMEOUT_S="0.2", PURIFIER_MAX_QUEUE_SIZE="1000")
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1024, 1024), dtype=np.uint8))
+    assert_error(post_image(slow.url, encode_image(big, "PNG")), 504, "deadline_exceeded")
+    # Batches already running finish; queued tiles of the abandoned request are dropped.
+    deadline = time.time() + 60
+    while time.time() < deadline and pending(slow.url) > 0:
+        time.sleep(0.2)
+    assert pending(slow.url) == 0
+    small = encode_image(fmnist_images(1)[0], "PNG")
+    assert post_image(slow.url, small).status_code == 200  # and it keeps serving
+
+
+def pending(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    match = re.search(r'^purifier_pending_requests\{model="fmnist-nrp"\} ([0-9.]+)$', text, re.M)
+    return float(match.group(1))
+
+
+def test_body_helper_round_trip():
+    assert Image.open(io.BytesIO(encode_image(Image.new("L", (3, 2)), "PNG"))).size == (3, 2)

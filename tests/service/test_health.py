@@ -1,0 +1,50 @@
+import subprocess
+import sys
+
+import httpx
+
+from tests.conftest import REPO
+
+
+def test_v2_server_and_health_routes(server):
+    assert httpx.get(f"{server.url}/v2").json()["name"] == "purifier"
+    assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
+    ready = httpx.get(f"{server.url}/v2/health/ready")
+    assert ready.status_code == 200 and ready.json() == {"ready": True}
+
+
+def test_v2_model_metadata_and_readiness(server):
+    meta = httpx.get(f"{server.url}/v2/models/fmnist-nrp").json()
+    assert meta["name"] == "fmnist-nrp" and meta["versions"] == ["1"]
+    assert meta["inputs"][0] == {"name": "image", "datatype": "FP32", "shape": [-1, 1, -1, -1]}
+    assert meta["outputs"][0]["name"] == "purified"
+    assert httpx.get(f"{server.url}/v2/models/fmnist-nrp/ready").json()["ready"] is True
+    assert httpx.get(f"{server.url}/v2/models/nope").status_code == 404
+
+
+def test_models_lists_the_cards(server):
+    body = httpx.get(f"{server.url}/models").json()
+    assert body["default"] == "fmnist-nrp"
+    card = body["models"][0]
+    assert card["name"] == "fmnist-nrp" and card["provider"] == "CPUExecutionProvider"
+    assert card["evaluation"]["num_images"] >= 2000
+
+
+def test_metrics_are_prometheus_histograms_labelled_by_model(server):
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in ("request", "queue", "inference", "decode", "encode"):
+        assert f"# TYPE purifier_{name}_seconds histogram" in text
+    assert "# TYPE purifier_batch_size histogram" in text
+    assert 'purifier_pending_requests{model="fmnist-nrp"}' in text
+    assert (
+        'purifier_model_info{method="nrp",model="fmnist-nrp",provider="CPUExecutionProvider"'
+        in text
+    )
+
+
+def test_service_imports_no_torch():
+    code = (
+        "import sys, service.app, service.serve, purifier.cli; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

@@ -1,0 +1,194 @@
+import asyncio
+import io
+import re
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.service.conftest import decode_response, encode_image, fmnist_images
+
+
+def post_image(url: str, body: bytes, content_type: str = "image/png", **params) -> httpx.Response:
+    return httpx.post(
+        f"{url}/purify",
+        content=body,
+        headers={"Content-Type": content_type},
+        params=params,
+        timeout=60,
+    )
+
+
+def test_purify_png_keeps_size_mode_and_reports_headers(server):
+    img = fmnist_images(1)[0]
+    response = post_image(server.url, encode_image(img, "PNG"))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    out = decode_response(response)
+    assert out.size == img.size and out.mode == "L"
+    h = response.headers
+    assert h["x-purifier-model"] == "fmnist-nrp" and h["x-purifier-model-version"] == "1"
+    for name in (
+        "x-purifier-queue-ms",
+        "x-purifier-inference-ms",
+        "x-purifier-l2",
+        "x-purifier-linf",
+    ):
+        assert float(h[name]) >= 0
+    assert int(h["x-purifier-batch-size"]) >= 1
+    # The reported distances are the real distances between input and output.
+    diff = np.asarray(out, np.float64) / 255 - np.asarray(img, np.float64) / 255
+    assert float(h["x-purifier-linf"]) == pytest.approx(np.abs(diff).max(), abs=2 / 255)
+    assert float(h["x-purifier-l2"]) == pytest.approx(np.sqrt((diff**2).sum()), rel=0.05)
+
+
+def test_multipart_field_image(server):
+    body = encode_image(fmnist_images(1)[0], "PNG")
+    response = httpx.post(
+        f"{server.url}/purify", files={"image": ("a.png", body, "image/png")}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    assert decode_response(response).size == (28, 28)
+
+
+def test_purified_output_matches_a_direct_onnxruntime_run(server):
+    import onnxruntime as ort
+
+    from tests.conftest import REPO
+
+    img = fmnist_images(3)[2]
+    out = np.asarray(decode_response(post_image(server.url, encode_image(img, "PNG"))), np.float32)
+    session = ort.InferenceSession(
+        str(REPO / "exported_models/fmnist-nrp/1/model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    x = np.asarray(img, np.float32)[None, None] / 255
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 4), (0, 4)), mode="edge")  # the 32x32 bucket
+    expected = session.run(None, {"image": padded})[0][0, 0, :28, :28] * 255
+    assert np.abs(out - np.round(expected)).max() <= 1
+
+
+def test_64_concurrent_requests_batch_and_match_single_requests(server):
+    images = fmnist_images(64)
+    bodies = [encode_image(img, "PNG") for img in images]
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        f"{server.url}/purify", content=b, headers={"Content-Type": "image/png"}
+                    )
+                    for b in bodies
+                )
+            )
+
+    before = batch_histogram(server.url)
+    responses = asyncio.run(send_all())
+    assert all(r.status_code == 200 for r in responses)
+    after = batch_histogram(server.url)
+    batches = after["count"] - before["count"]
+    images_run = after["sum"] - before["sum"]
+    assert images_run == 64 and batches < 64  # some batches held more than one image
+    assert max(int(r.headers["x-purifier-batch-size"]) for r in responses) > 1
+    for body, response in zip(bodies, responses, strict=True):
+        single = np.asarray(decode_response(post_image(server.url, body)), np.int16)
+        batched = np.asarray(decode_response(response), np.int16)
+        assert np.abs(single - batched).max() <= 1
+
+
+def batch_histogram(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics").text
+    values = {}
+    for key in ("count", "sum"):
+        match = re.search(
+            rf'^purifier_batch_size_{key}{{model="fmnist-nrp"}} ([0-9.e+]+)$', text, re.M
+        )
+        values[key] = float(match.group(1)) if match else 0.0
+    return values
+
+
+def _rgb() -> Image.Image:
+    grey = np.asarray(fmnist_images(1)[0])
+    return Image.fromarray(np.stack([grey, grey[::-1], grey[:, ::-1]], -1), "RGB").resize((40, 30))
+
+
+FORMATS = [
+    ("PNG", "image/png", {}),
+    ("JPEG", "image/jpeg", {"quality": 95}),
+    ("WEBP", "image/webp", {"lossless": True}),
+    ("BMP", "image/bmp", {}),
+    ("TIFF", "image/tiff", {}),
+]
+
+
+@pytest.mark.parametrize(("fmt", "content_type", "params"), FORMATS, ids=[f[0] for f in FORMATS])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_formats_and_modes_round_trip(server, fmt, content_type, params, mode):
+    img = _rgb().convert(mode)
+    body = encode_image(img, fmt, **params)
+    stored_mode = Image.open(io.BytesIO(body)).mode  # WebP holds no grey: it decodes as RGB
+    response = post_image(server.url, body, content_type)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == content_type
+    out = decode_response(response)
+    assert out.format == fmt and out.size == img.size and out.mode == stored_mode
+
+
+def test_rgba_keeps_its_alpha_exactly(server):
+    img = _rgb().convert("RGBA")
+    alpha = np.random.default_rng(0).integers(0, 256, (30, 40), dtype=np.uint8)
+    img.putalpha(Image.fromarray(alpha))
+    out = decode_response(post_image(server.url, encode_image(img, "PNG")))
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out.getchannel("A")), alpha)
+
+
+def test_grey_alpha_keeps_mode(server):
+    img = fmnist_images(1)[0].convert("LA")
+    out = decode_response(post_image(server.url, encode_image(img, "PNG")))
+    assert out.mode == "LA" and out.size == (28, 28)
+
+
+def test_palette_image_comes_back_as_palette(server):
+    img = _rgb().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    out = decode_response(post_image(server.url, encode_image(img, "PNG")))
+    assert out.mode == "P" and out.size == img.size
+
+
+def test_16_bit_png_stays_16_bit(server):
+    grey = np.asarray(fmnist_images(1)[0], np.uint16) * 257
+    img = Image.fromarray(grey)  # uint16 -> I;16
+    out = decode_response(post_image(server.url, encode_image(img, "PNG")))
+    assert out.mode in ("I;16", "I") and out.size == (28, 28)
+    assert np.asarray(out).max() > 255  # the full 16-bit range survives
+
+
+def test_exif_rotation_is_applied(server):
+    img = _rgb()  # 40 wide, 30 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    body = encode_image(img, "JPEG", exif=exif.tobytes())
+    out = decode_response(post_image(server.url, body, "image/jpeg"))
+    assert out.size == (30, 40)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"), [("png", "image/png"), ("jpeg", "image/jpeg"), ("webp", "image/webp")]
+)
+def test_output_format_can_be_chosen(server, fmt, content_type):
+    img = _rgb().convert("RGBA")
+    response = post_image(server.url, encode_image(img, "PNG"), format=fmt, quality=80)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == content_type
+    assert decode_response(response).size == img.size
+
+
+def test_large_image_is_tiled_and_comes_back_whole(server):
+    img = Image.fromarray(np.tile(np.asarray(fmnist_images(1)[0]), (12, 12)), "L")  # 336x336
+    response = post_image(server.url, encode_image(img, "PNG"))
+    assert response.status_code == 200, response.text
+    assert int(response.headers["x-purifier-batch-size"]) >= 2  # 4 tiles batched together
+    out = np.asarray(decode_response(response), np.float32)
+    assert out.shape == (336, 336)
+    # No seams: neighbouring rows across the tile boundary differ no more than elsewhere.
+    assert np.abs(np.diff(out, axis=0)).mean() < 40
