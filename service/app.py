@@ -18,7 +18,7 @@ from service.engine import Engine
 from service.errors import install_handlers
 from service.metrics import Metrics
 from service.registry import ModelEntry, discover
-from service.routes import health, purify
+from service.routes import health, purify, v2
 from service.state import ModelRuntime, ServiceState
 
 log = logging.getLogger("purifier")
@@ -133,4 +133,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.include_router(purify.router)
     app.include_router(health.router)
+    app.include_router(v2.router)
     return app

@@ -8,9 +8,10 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service.errors import ServiceError, as_service_error
+from service.errors import ServiceError
 from service.imaging import decode, encode
 from service.pipeline import distances, purify_pixels
+from service.routes.tracking import TrackedRequest
 from service.state import ServiceState
 
 router = APIRouter()
@@ -65,18 +66,16 @@ async def purify(
     state: ServiceState = request.app.state.purifier
     settings, metrics = state.settings, state.metrics
     started = time.perf_counter()
-    status = 500
-    try:
-        if not state.is_ready:
-            raise ServiceError(503, "not_ready", "the service is not ready", retry_after=1)
+    with TrackedRequest(state, "purify"):
         runtime = state.model(model)
+        name = runtime.entry.name
         data = await image_bytes(request, settings.max_body_bytes)
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         decoded = await loop.run_in_executor(
             state.codec_pool, decode, data, runtime.engine.channels, settings.max_pixels
         )
-        metrics.decode.labels(runtime.entry.name).observe(time.perf_counter() - t0)
+        metrics.decode.labels(name).observe(time.perf_counter() - t0)
         deadline = started + settings.request_timeout_s
         purified, stats = await purify_pixels(
             runtime, decoded.pixels, deadline, settings.tile_overlap
@@ -86,14 +85,13 @@ async def purify(
         body, media_type = await loop.run_in_executor(
             state.codec_pool, encode, decoded, purified, format, quality or settings.jpeg_quality
         )
-        metrics.encode.labels(runtime.entry.name).observe(time.perf_counter() - t0)
-        metrics.request.labels(runtime.entry.name).observe(time.perf_counter() - started)
-        status = 200
+        metrics.encode.labels(name).observe(time.perf_counter() - t0)
+        metrics.request.labels(name).observe(time.perf_counter() - started)
         return Response(
             body,
             media_type=media_type,
             headers={
-                "X-Purifier-Model": runtime.entry.name,
+                "X-Purifier-Model": name,
                 "X-Purifier-Model-Version": str(runtime.entry.version),
                 "X-Purifier-Queue-Ms": f"{stats.queue_s * 1000:.2f}",
                 "X-Purifier-Inference-Ms": f"{stats.inference_s * 1000:.2f}",
@@ -102,11 +100,3 @@ async def purify(
                 "X-Purifier-Linf": f"{linf:.6f}",
             },
         )
-    except Exception as err:
-        service_error = as_service_error(err)
-        status = service_error.status
-        if status in (413, 415, 503, 504):
-            metrics.rejections.labels(service_error.code).inc()
-        raise service_error from err
-    finally:
-        metrics.requests.labels("purify", str(status)).inc()

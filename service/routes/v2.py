@@ -1,0 +1,104 @@
+"""POST /v2/models/{name}/infer: the Open Inference Protocol's inference route."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+
+from service.errors import ServiceError
+from service.imaging import decode, encode
+from service.pipeline import purify_pixels
+from service.routes.purify import read_body
+from service.routes.tracking import TrackedRequest
+from service.state import ServiceState
+from service.v2_protocol import HEADER, InferInput, build_response, parse_request
+
+router = APIRouter()
+
+
+@router.post("/v2/models/{name}/infer", response_class=Response)
+@router.post("/v2/models/{name}/versions/{version}/infer", response_class=Response)
+async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    state: ServiceState = request.app.state.purifier
+    settings, metrics = state.settings, state.metrics
+    started = time.perf_counter()
+    with TrackedRequest(state, "v2_infer"):
+        runtime = state.model(name)
+        if version is not None and version != str(runtime.entry.version):
+            raise ServiceError(
+                404,
+                "unknown_version",
+                f"{name} serves version {runtime.entry.version}, not {version}",
+            )
+        body = await read_body(request, settings.max_body_bytes)
+        parsed = parse_request(body, request.headers.get(HEADER))
+        deadline = started + settings.request_timeout_s
+        array, blobs = None, None
+        if parsed.blobs is not None:
+            blobs = list(
+                await asyncio.gather(
+                    *(_purify_encoded(state, runtime, blob, deadline) for blob in parsed.blobs)
+                )
+            )
+        else:
+            array = await _purify_tensor(state, runtime, parsed, deadline)
+        content, headers = build_response(
+            name,
+            runtime.entry.version,
+            parsed.request_id,
+            parsed.datatype,
+            parsed.shape,
+            array,
+            blobs,
+            parsed.binary_output,
+        )
+        metrics.request.labels(name).observe(time.perf_counter() - started)
+        return Response(content, headers=headers)
+
+
+def _check_pixels(h: int, w: int, limit: int) -> None:
+    if h * w > limit:
+        raise ServiceError(413, "too_many_pixels", f"{w}x{h} is over the limit of {limit} pixels")
+
+
+async def _purify_tensor(
+    state: ServiceState, runtime, parsed: InferInput, deadline: float
+) -> np.ndarray:
+    array = parsed.array
+    if parsed.datatype == "FP32":  # NCHW in [0, 1]
+        images = np.clip(array, 0.0, 1.0)
+    else:  # UINT8 NHWC
+        images = array.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    n, c, h, w = images.shape
+    if c not in (1, 3):
+        raise ServiceError(400, "bad_request", f"images must have 1 or 3 channels, got {c}")
+    if n == 0 or h == 0 or w == 0:
+        raise ServiceError(400, "bad_request", f"empty tensor of shape {parsed.shape}")
+    _check_pixels(h, w, state.settings.max_pixels)
+    results = await asyncio.gather(
+        *(
+            purify_pixels(runtime, np.ascontiguousarray(img), deadline, state.settings.tile_overlap)
+            for img in images
+        )
+    )
+    out = np.stack([r[0] for r in results])
+    if parsed.datatype == "FP32":
+        return out.astype(np.float32)
+    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+async def _purify_encoded(state: ServiceState, runtime, blob: bytes, deadline: float) -> bytes:
+    loop = asyncio.get_running_loop()
+    decoded = await loop.run_in_executor(
+        state.codec_pool, decode, blob, runtime.engine.channels, state.settings.max_pixels
+    )
+    purified, _ = await purify_pixels(
+        runtime, decoded.pixels, deadline, state.settings.tile_overlap
+    )
+    body, _ = await loop.run_in_executor(
+        state.codec_pool, encode, decoded, purified, "same", state.settings.jpeg_quality
+    )
+    return body
