@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -75,18 +76,20 @@ def _warm_shapes(runtime: ModelRuntime, settings: Settings) -> list[tuple[int, i
 
 
 def _drain_on_sigterm(state: ServiceState) -> None:
-    """Readiness turns off the moment SIGTERM arrives; uvicorn's own handler then stops
-    accepting connections and lets in-flight requests finish."""
+    """On SIGTERM readiness turns off at once; after `shutdown_drain_s` (time for load
+    balancers to notice) uvicorn's own handler stops accepting connections and lets the
+    in-flight requests finish before the process exits."""
     try:
         previous = signal.getsignal(signal.SIGTERM)
     except ValueError:
         return
+    loop = asyncio.get_running_loop()
 
     def handler(signum: int, frame: Any) -> None:
         state.draining = True
-        log.info("SIGTERM: readiness off, draining")
+        log.info("SIGTERM: readiness off, draining for %.1f s", state.settings.shutdown_drain_s)
         if callable(previous):
-            previous(signum, frame)
+            loop.call_later(state.settings.shutdown_drain_s, previous, signum, frame)
 
     with contextlib.suppress(ValueError):  # not the main thread (an in-process client)
         signal.signal(signal.SIGTERM, handler)

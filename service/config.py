@@ -42,5 +42,8 @@ class Settings(BaseSettings):
     jpeg_quality: int = Field(95, ge=1, le=100)
 
     # HTTP
+    shutdown_drain_s: float = Field(
+        0.0, ge=0, description="after SIGTERM, answer not-ready this long before stopping"
+    )
     host: str = "127.0.0.1"
     port: int = 8080

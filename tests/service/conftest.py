@@ -103,6 +103,19 @@ def fmnist_images(n: int) -> list[Image.Image]:
     return [Image.fromarray(np.round(a[0].numpy() * 255).astype(np.uint8), "L") for a in x]
 
 
+async def post_concurrently(url: str, bodies: list[bytes], timeout: float = 120) -> list:
+    """POST every body to /purify at once; the responses in order."""
+    import asyncio
+
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        return await asyncio.gather(
+            *(
+                client.post(f"{url}/purify", content=b, headers={"Content-Type": "image/png"})
+                for b in bodies
+            )
+        )
+
+
 def decode_response(response: httpx.Response) -> Image.Image:
     img = Image.open(io.BytesIO(response.content))
     img.load()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.conftest import encode_image, fmnist_images
+from tests.service.conftest import encode_image, fmnist_images, post_concurrently
 from tests.service.test_purify import post_image
 
 
@@ -85,18 +85,7 @@ def test_queue_full_is_503_with_retry_after_and_others_still_served(start_server
     )
     bodies = [encode_image(img, "PNG") for img in fmnist_images(24)]
 
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=60) as client:
-            return await asyncio.gather(
-                *(
-                    client.post(
-                        f"{tight.url}/purify", content=b, headers={"Content-Type": "image/png"}
-                    )
-                    for b in bodies
-                )
-            )
-
-    responses = asyncio.run(burst())
+    responses = asyncio.run(post_concurrently(tight.url, bodies))
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses
     rejected = next(r for r in responses if r.status_code == 503)

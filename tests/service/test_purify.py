@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.conftest import decode_response, encode_image, fmnist_images
+from tests.service.conftest import (
+    decode_response,
+    encode_image,
+    fmnist_images,
+    post_concurrently,
+)
 
 
 def post_image(url: str, body: bytes, content_type: str = "image/png", **params) -> httpx.Response:
@@ -72,19 +77,8 @@ def test_64_concurrent_requests_batch_and_match_single_requests(server):
     images = fmnist_images(64)
     bodies = [encode_image(img, "PNG") for img in images]
 
-    async def send_all() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=120) as client:
-            return await asyncio.gather(
-                *(
-                    client.post(
-                        f"{server.url}/purify", content=b, headers={"Content-Type": "image/png"}
-                    )
-                    for b in bodies
-                )
-            )
-
     before = batch_histogram(server.url)
-    responses = asyncio.run(send_all())
+    responses = asyncio.run(post_concurrently(server.url, bodies))
     assert all(r.status_code == 200 for r in responses)
     after = batch_histogram(server.url)
     batches = after["count"] - before["count"]

@@ -21,9 +21,15 @@ def infer_json(url: str, payload: dict) -> httpx.Response:
 
 def infer_binary(url: str, header: dict, data: bytes) -> httpx.Response:
     head = json.dumps(header).encode()
-    return httpx.post(f"{url}/v2/models/{MODEL}/infer", content=head + data, timeout=60,
-                      headers={"Inference-Header-Content-Length": str(len(head)),
-                               "Content-Type": "application/octet-stream"})
+    return httpx.post(
+        f"{url}/v2/models/{MODEL}/infer",
+        content=head + data,
+        timeout=60,
+        headers={
+            "Inference-Header-Content-Length": str(len(head)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
 
 
 def split_binary(response: httpx.Response) -> tuple[dict, bytes]:
@@ -39,20 +45,37 @@ def images() -> list:
 @pytest.fixture(scope="module")
 def via_purify(server, images) -> np.ndarray:
     """What /purify returns for the same images, uint8 (N, 28, 28)."""
-    return np.stack([
-        np.asarray(decode_response(post_image(server.url, encode_image(img, "PNG"))))
-        for img in images])
+    return np.stack(
+        [
+            np.asarray(decode_response(post_image(server.url, encode_image(img, "PNG"))))
+            for img in images
+        ]
+    )
 
 
 def test_fp32_nchw_json_agrees_with_purify(server, images, via_purify):
     x = np.stack([np.asarray(img, np.float32) / 255 for img in images])[:, None]
-    response = infer_json(server.url, {"id": "r1", "inputs": [
-        {"name": "image", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]})
+    response = infer_json(
+        server.url,
+        {
+            "id": "r1",
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "FP32",
+                    "shape": list(x.shape),
+                    "data": x.ravel().tolist(),
+                }
+            ],
+        },
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_name"] == MODEL and body["model_version"] == "1" and body["id"] == "r1"
     out = body["outputs"][0]
-    assert out["name"] == "purified" and out["datatype"] == "FP32" and out["shape"] == [3, 1, 28, 28]
+    assert (
+        out["name"] == "purified" and out["datatype"] == "FP32" and out["shape"] == [3, 1, 28, 28]
+    )
     y = np.asarray(out["data"], np.float32).reshape(3, 28, 28)
     assert np.abs(np.round(y * 255) - via_purify).max() <= 1
 
@@ -60,9 +83,17 @@ def test_fp32_nchw_json_agrees_with_purify(server, images, via_purify):
 def test_fp32_binary_tensor_extension(server, images, via_purify):
     x = np.stack([np.asarray(img, np.float32) / 255 for img in images])[:, None]
     raw = x.astype("<f4").tobytes()
-    header = {"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape),
-                          "parameters": {"binary_data_size": len(raw)}}],
-              "outputs": [{"name": "purified", "parameters": {"binary_data": True}}]}
+    header = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "FP32",
+                "shape": list(x.shape),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "outputs": [{"name": "purified", "parameters": {"binary_data": True}}],
+    }
     response = infer_binary(server.url, header, raw)
     assert response.status_code == 200, response.text
     head, data = split_binary(response)
@@ -73,8 +104,19 @@ def test_fp32_binary_tensor_extension(server, images, via_purify):
 
 def test_uint8_nhwc(server, images, via_purify):
     x = np.stack([np.asarray(img) for img in images])[..., None]  # N, H, W, 1
-    response = infer_json(server.url, {"inputs": [
-        {"name": "image", "datatype": "UINT8", "shape": list(x.shape), "data": x.ravel().tolist()}]})
+    response = infer_json(
+        server.url,
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "UINT8",
+                    "shape": list(x.shape),
+                    "data": x.ravel().tolist(),
+                }
+            ]
+        },
+    )
     assert response.status_code == 200, response.text
     out = response.json()["outputs"][0]
     assert out["datatype"] == "UINT8" and out["shape"] == [3, 28, 28, 1]
@@ -85,9 +127,17 @@ def test_uint8_nhwc(server, images, via_purify):
 def test_bytes_encoded_images_binary_and_json(server, images, via_purify):
     blobs = [encode_image(img, "PNG") for img in images]
     raw = b"".join(struct.pack("<I", len(b)) + b for b in blobs)
-    header = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [3],
-                          "parameters": {"binary_data_size": len(raw)}}],
-              "parameters": {"binary_data_output": True}}
+    header = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [3],
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "parameters": {"binary_data_output": True},
+    }
     head, data = split_binary(infer_binary(server.url, header, raw))
     assert head["outputs"][0]["datatype"] == "BYTES"
     outs, offset = [], 0
@@ -95,30 +145,61 @@ def test_bytes_encoded_images_binary_and_json(server, images, via_purify):
         (n,) = struct.unpack_from("<I", data, offset)
         outs.append(data[offset + 4 : offset + 4 + n])
         offset += 4 + n
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     got = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in outs])
     assert np.array_equal(got, via_purify)
 
-    response = infer_json(server.url, {"inputs": [{
-        "name": "image", "datatype": "BYTES", "shape": [1],
-        "data": [base64.b64encode(blobs[0]).decode()]}]})
+    response = infer_json(
+        server.url,
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "data": [base64.b64encode(blobs[0]).decode()],
+                }
+            ]
+        },
+    )
     assert response.status_code == 200, response.text
     png = base64.b64decode(response.json()["outputs"][0]["data"][0])
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), via_purify[0])
 
 
-@pytest.mark.parametrize(("payload", "fragment"), [
-    ({"inputs": []}, "exactly one input"),
-    ({"inputs": [{"name": "image", "datatype": "INT64", "shape": [1], "data": [1]}]}, "datatype"),
-    ({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 2, 2], "data": [0.5]}]},
-     "fill shape"),
-    ({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 2, 2, 2],
-                  "data": [0.5] * 8}]}, "channels"),
-    ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]},
-     "base64"),
-])
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({"inputs": []}, "exactly one input"),
+        (
+            {"inputs": [{"name": "image", "datatype": "INT64", "shape": [1], "data": [1]}]},
+            "datatype",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "image", "datatype": "FP32", "shape": [1, 1, 2, 2], "data": [0.5]}
+                ]
+            },
+            "fill shape",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "image", "datatype": "FP32", "shape": [1, 2, 2, 2], "data": [0.5] * 8}
+                ]
+            },
+            "channels",
+        ),
+        (
+            {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]},
+            "base64",
+        ),
+    ],
+)
 def test_malformed_infer_requests_are_400(server, payload, fragment):
     response = infer_json(server.url, payload)
     assert_error(response, 400, "bad_request")
@@ -126,8 +207,11 @@ def test_malformed_infer_requests_are_400(server, payload, fragment):
 
 
 def test_bad_binary_header_length_is_400(server):
-    response = httpx.post(f"{server.url}/v2/models/{MODEL}/infer", content=b"{}",
-                          headers={"Inference-Header-Content-Length": "999"})
+    response = httpx.post(
+        f"{server.url}/v2/models/{MODEL}/infer",
+        content=b"{}",
+        headers={"Inference-Header-Content-Length": "999"},
+    )
     assert_error(response, 400, "bad_request")
 
 
