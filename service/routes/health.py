@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.errors import error_response
@@ -74,6 +75,12 @@ async def models(request: Request) -> dict[str, Any]:
             for m in state.models.values()
         ],
     }
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index() -> HTMLResponse:
+    page = resources.files("service").joinpath("static/index.html").read_text()
+    return HTMLResponse(page)
 
 
 @router.get("/metrics")

@@ -48,3 +48,9 @@ def test_service_imports_no_torch():
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_index_page_uploads_to_purify(server):
+    response = httpx.get(f"{server.url}/")
+    assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+    assert "/purify?format=png" in response.text and "<canvas" in response.text
