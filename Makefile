@@ -12,7 +12,7 @@ NO_DEPS_PINS := torchattacks==3.5.1
 SERVE_VENV := .venv-serve
 PORT ?= 8080
 
-.PHONY: test run lint format train eval export data clean-venv
+.PHONY: test run bench lint format train eval export data clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ run: $(SERVE_VENV)/.serve-installed
 
 test: $(VENV)/.train-installed data
 	$(PY) -m pytest
+
+# Benchmarks run alone on the machine; results land in benchmarks/results/.
+bench: $(VENV)/.train-installed data
+	$(PIP) install -e '.[bench]'
+	$(PY) -m benchmarks.serve_bench
 
 lint: $(VENV)/.train-installed
 	$(VENV)/bin/ruff format --check .

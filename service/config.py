@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     require_gpu: bool = Field(False, description="fail start-up if CUDA is not the provider used")
     intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime's default")
     inter_op_threads: int = Field(1, ge=0)
+    allow_spinning: bool = Field(
+        False,
+        description="onnxruntime worker threads busy-wait between runs (steals CPU "
+        "from decode/encode and from a neighbouring model container)",
+    )
     gpu_mem_limit_mb: int = Field(0, ge=0, description="0 = no limit")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
 

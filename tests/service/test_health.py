@@ -54,3 +54,41 @@ def test_index_page_uploads_to_purify(server):
     response = httpx.get(f"{server.url}/")
     assert response.status_code == 200 and "text/html" in response.headers["content-type"]
     assert "/purify?format=png" in response.text and "<canvas" in response.text
+
+
+def test_require_gpu_fails_start_up_when_onnxruntime_runs_on_cpu(tmp_path):
+    import os
+
+    env = {
+        **os.environ,
+        "PURIFIER_REQUIRE_GPU": "true",
+        "PURIFIER_WARMUP_SIZES": "[28]",
+        "PURIFIER_MODEL_REPOSITORY": str(REPO / "exported_models"),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "purifier.cli", "serve", "--port", "0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0
+    assert "a GPU is required" in run.stdout + run.stderr
+
+
+def test_corrupt_model_is_refused_with_the_file_named(tmp_path):
+    import shutil
+
+    from service.registry import ModelLoadError, discover
+
+    repo = tmp_path / "models"
+    shutil.copytree(REPO / "exported_models" / "fmnist-nrp", repo / "fmnist-nrp")
+    onnx = repo / "fmnist-nrp" / "1" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-10] + b"0123456789")
+    try:
+        discover(repo)
+    except ModelLoadError as err:
+        assert str(onnx) in str(err) and "sha256" in str(err)
+    else:
+        raise AssertionError("a model that does not match its card was accepted")

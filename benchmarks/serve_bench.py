@@ -1,0 +1,347 @@
+"""Serving benchmark: closed-loop load at several concurrencies against
+(a) the in-process ceiling (decode + batched onnxruntime + encode, same threads, no HTTP),
+(b) Purifier, (c) a naive FastAPI endpoint (one onnxruntime call per request),
+(d) LitServe with the same batch size and delay. All get the same model, threads and
+image. Purifier and the naive server get multipart uploads (field `image`); LitServe gets
+the same PNG as base64 JSON (its process queue cannot carry uploaded files).
+
+    python -m benchmarks.serve_bench            # or: make bench
+Writes benchmarks/results/serve_bench.{json,md,png}. Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "fmnist-nrp"
+ONNX = REPO / "exported_models" / MODEL / "1" / "model.onnx"
+
+
+def test_image(size: int) -> bytes:
+    """A grey PNG: a Fashion-MNIST image at 28, scikit-image's camera at 224."""
+    if size == 28:
+        from training.data import load_fashion_mnist
+
+        arr = np.round(load_fashion_mnist("test", limit=1)[0][0, 0].numpy() * 255).astype(np.uint8)
+        img = Image.fromarray(arr)
+    else:
+        from skimage import data
+
+        img = Image.fromarray(data.camera()).resize((size, size), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
+
+
+def summarise(latencies: list[float], errors: int, elapsed: float, images: int) -> dict[str, Any]:
+    lat = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return round(1000 * lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else float("nan")
+
+    return {
+        "throughput": round(images / elapsed, 2),
+        "requests": len(lat),
+        "errors": errors,
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "mean_ms": round(1000 * statistics.fmean(lat), 2) if lat else float("nan"),
+    }
+
+
+def request_kwargs(system: str, body: bytes) -> dict[str, Any]:
+    """Multipart for Purifier and the naive server; base64 JSON for LitServe, whose
+    process queue cannot carry uploaded files."""
+    if system == "litserve":
+        return {"json": {"image": base64.b64encode(body).decode()}}
+    return {"files": {"image": ("x.png", body, "image/png")}}
+
+
+async def closed_loop(url: str, send: dict[str, Any], concurrency: int, duration: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        end = time.perf_counter() + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                r = await client.post(url, **send)
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return summarise(latencies, errors, elapsed, len(latencies))
+
+
+def in_process(
+    body: bytes, concurrency: int, duration: float, threads: int, max_batch: int
+) -> dict:
+    """The ceiling: `concurrency` images in flight, served in batches of up to max_batch."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(ONNX), options, providers=["CPUExecutionProvider"])
+    batch = min(concurrency, max_batch)
+    latencies: list[float] = []
+    images = 0
+    end = time.perf_counter() + duration
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        x = np.stack(
+            [
+                np.asarray(Image.open(io.BytesIO(body)).convert("L"), np.float32)[None] / 255
+                for _ in range(batch)
+            ]
+        )
+        y = session.run(["purified"], {"image": x})[0]
+        for plane in y:
+            out = io.BytesIO()
+            Image.fromarray(np.round(np.clip(plane[0], 0, 1) * 255).astype(np.uint8)).save(
+                out, "PNG"
+            )
+        # Every image of the batch waited for the whole batch; with more in flight than
+        # one batch holds, an image also waits for the batches ahead of it.
+        waves = -(-concurrency // batch)
+        latencies += [(time.perf_counter() - t0) * waves] * batch
+        images += batch
+    return summarise(latencies, 0, time.perf_counter() - start, images)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(
+    cmd: list[str], env: dict[str, str], ready_url: str, timeout: float = 120
+) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd} exited with {proc.returncode}")
+        time.sleep(0.3)
+    proc.kill()
+    raise TimeoutError(f"{cmd} not ready")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def server_command(system: str, port: int, args: argparse.Namespace) -> tuple[list[str], dict, str]:
+    base = f"http://127.0.0.1:{port}"
+    threads = str(args.threads)
+    if system == "purifier":
+        env = {
+            "PURIFIER_INTRA_OP_THREADS": threads,
+            "PURIFIER_MAX_BATCH_SIZE": str(args.max_batch),
+            "PURIFIER_MAX_QUEUE_DELAY_MS": str(args.delay_ms),
+            "PURIFIER_MAX_QUEUE_SIZE": "4096",
+            "PURIFIER_WARMUP_SIZES": "[28, 224]",
+            "PURIFIER_DEFAULT_MODEL": MODEL,
+        }
+        cmd = [sys.executable, "-m", "purifier.cli", "serve", "--port", str(port)]
+        return cmd, env, f"{base}/v2/health/ready"
+    if system == "naive_fastapi":
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.servers.naive_server",
+            str(ONNX),
+            str(port),
+            threads,
+        ]
+        return cmd, {}, f"{base}/ready"
+    if system == "litserve":
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.servers.litserve_server",
+            str(ONNX),
+            str(port),
+            threads,
+            str(args.max_batch),
+            str(args.delay_ms / 1000),
+        ]
+        return cmd, {}, f"{base}/health"
+    raise ValueError(system)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "command": "python -m benchmarks.serve_bench " + " ".join(sys.argv[1:]),
+        "device": f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "model": MODEL,
+        "threads": args.threads,
+        "max_batch_size": args.max_batch,
+        "max_queue_delay_ms": args.delay_ms,
+        "runs": [],
+    }
+    for size in args.sizes:
+        body = test_image(size)
+        duration = args.duration_224 if size >= 224 else args.duration_28
+        for system in args.systems:
+            proc = None
+            if system != "in_process":
+                port = free_port()
+                cmd, env, ready = server_command(system, port, args)
+                proc = start(cmd, env, ready)
+                url = f"http://127.0.0.1:{port}/purify"
+                send = request_kwargs(system, body)
+                asyncio.run(closed_loop(url, send, 4, 2.0))  # warm-up
+            try:
+                for c in args.concurrency:
+                    if system == "in_process":
+                        row = in_process(body, c, duration, args.threads, args.max_batch)
+                    else:
+                        row = asyncio.run(closed_loop(url, send, c, duration))
+                    row.update({"system": system, "size": size, "concurrency": c})
+                    results["runs"].append(row)
+                    print(json.dumps(row), flush=True)
+            finally:
+                if proc is not None:
+                    stop(proc)
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"Closed-loop load, {results['device']}; model {results['model']}; "
+        f"{results['threads']} onnxruntime threads; batch {results['max_batch_size']}, "
+        f"delay {results['max_queue_delay_ms']} ms. `{results['command']}`",
+        "",
+    ]
+    lines += [
+        "| size | system | concurrency | images/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["runs"]:
+        lines.append(
+            f"| {r['size']} | {r['system']} | {r['concurrency']} | {r['throughput']} | "
+            f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['errors']} |"
+        )
+    lines += [
+        "",
+        "Ratios at concurrency 32 (targets: >= 0.85 of the ceiling, >= 1.3 x LitServe, "
+        "p99 <= 2.5 x p50):",
+        "",
+    ]
+    for size in sorted({r["size"] for r in results["runs"]}):
+        at = {
+            r["system"]: r for r in results["runs"] if r["size"] == size and r["concurrency"] == 32
+        }
+        p = at.get("purifier")
+        if not p:
+            continue
+        parts = [f"size {size}:"]
+        if "in_process" in at:
+            parts.append(
+                f"purifier / ceiling = {p['throughput'] / at['in_process']['throughput']:.2f}"
+            )
+        if "litserve" in at:
+            parts.append(
+                f"purifier / litserve = {p['throughput'] / at['litserve']['throughput']:.2f}"
+            )
+        if "naive_fastapi" in at:
+            parts.append(
+                f"purifier / naive = {p['throughput'] / at['naive_fastapi']['throughput']:.2f}"
+            )
+        parts.append(f"purifier p99 / p50 = {p['p99_ms'] / p['p50_ms']:.2f}")
+        lines.append("- " + ", ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r["size"] for r in results["runs"]})
+    fig, axes = plt.subplots(2, len(sizes), figsize=(6 * len(sizes), 8), squeeze=False)
+    for col, size in enumerate(sizes):
+        for system in dict.fromkeys(r["system"] for r in results["runs"]):
+            rows = [r for r in results["runs"] if r["size"] == size and r["system"] == system]
+            cs = [r["concurrency"] for r in rows]
+            axes[0, col].plot(cs, [r["throughput"] for r in rows], marker="o", label=system)
+            axes[1, col].plot(cs, [r["p99_ms"] for r in rows], marker="o", label=system)
+        axes[0, col].set_title(f"{size}x{size}: throughput (images/s)")
+        axes[1, col].set_title(f"{size}x{size}: p99 latency (ms)")
+        for ax in axes[:, col]:
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrency")
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--systems", nargs="+", default=["in_process", "purifier", "naive_fastapi", "litserve"]
+    )
+    parser.add_argument("--sizes", nargs="+", type=int, default=[28, 224])
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32, 64])
+    parser.add_argument("--duration-28", type=float, default=10.0)
+    parser.add_argument("--duration-224", type=float, default=20.0)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--delay-ms", type=float, default=4.0)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+    results = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve_bench.json").write_text(json.dumps(results, indent=2))
+    (args.out / "serve_bench.md").write_text(markdown(results))
+    plot(results, args.out / "serve_bench.png")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

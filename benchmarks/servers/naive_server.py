@@ -1,0 +1,43 @@
+"""Baseline (c): a naive FastAPI endpoint, one onnxruntime call per request, no batching.
+
+Run: python -m benchmarks.servers.naive_server MODEL.onnx PORT THREADS
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import Annotated
+
+import numpy as np
+import onnxruntime as ort
+import uvicorn
+from fastapi import FastAPI, File, Response, UploadFile
+from PIL import Image
+
+
+def create_app(onnx_path: str, threads: int) -> FastAPI:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    app = FastAPI()
+
+    @app.get("/ready")
+    def ready() -> dict:
+        return {"ready": True}
+
+    @app.post("/purify")
+    def purify(image: Annotated[UploadFile, File()]) -> Response:  # sync: runs in the threadpool
+        img = Image.open(io.BytesIO(image.file.read())).convert("L")
+        x = np.asarray(img, np.float32)[None, None] / 255.0
+        y = session.run(["purified"], {"image": x})[0][0, 0]
+        out = io.BytesIO()
+        Image.fromarray(np.round(np.clip(y, 0, 1) * 255).astype(np.uint8)).save(out, "PNG")
+        return Response(out.getvalue(), media_type="image/png")
+
+    return app
+
+
+if __name__ == "__main__":
+    onnx_file, port, n_threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    uvicorn.run(create_app(onnx_file, n_threads), host="127.0.0.1", port=port, log_level="warning")
