@@ -1,0 +1,177 @@
+"""Overload: open-loop traffic at a multiple of measured capacity against Purifier.
+
+1. Capacity: closed-loop at concurrency 8 for a few seconds (images/s).
+2. Overload: requests sent at FACTOR x capacity (open loop: the send rate does not slow
+   down when the server does) for DURATION seconds, then at half capacity for RECOVERY
+   seconds. Every second: resident memory of the server (from /proc), queued images
+   (/metrics), and the responses by status with their latencies.
+
+    python -m benchmarks.overload_bench --size 224 --factor 4 --duration 120
+Writes benchmarks/results/overload_bench.{json,md}. Loopback only, bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.serve_bench import (
+    MODEL,
+    REPO,
+    closed_loop,
+    free_port,
+    request_kwargs,
+    start,
+    stop,
+    test_image,
+)
+
+
+def rss_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
+
+
+def pending(base: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    match = re.search(rf'^purifier_pending_requests{{model="{MODEL}"}} ([0-9.]+)$', text, re.M)
+    return float(match.group(1)) if match else float("nan")
+
+
+async def open_loop(url: str, send: dict, rate: float, duration: float, log: list) -> None:
+    """Start one request every 1/rate seconds, whatever happens to the earlier ones."""
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=2000)) as client:
+
+        async def one(t_start: float) -> None:
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(url, **send)
+                status = r.status_code
+            except httpx.HTTPError as err:
+                status = type(err).__name__
+            log.append({"t": t0 - t_start, "status": status, "latency": time.perf_counter() - t0})
+
+        tasks, t_start = [], time.perf_counter()
+        n = int(rate * duration)
+        for i in range(n):
+            delay = t_start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(t_start)))
+        await asyncio.gather(*tasks)
+
+
+async def sample(pid: int, base: str, until: float, samples: list) -> None:
+    t_start = time.perf_counter()
+    while time.perf_counter() < until:
+        samples.append(
+            {
+                "t": round(time.perf_counter() - t_start, 1),
+                "rss_mb": round(rss_mb(pid), 1),
+                "pending": await asyncio.to_thread(pending, base),
+            }
+        )
+        await asyncio.sleep(1.0)
+
+
+def phase_summary(log: list[dict]) -> dict[str, Any]:
+    by_status = Counter(str(e["status"]) for e in log)
+    out: dict[str, Any] = {"sent": len(log), "by_status": dict(by_status)}
+    for status in ("200", "503", "504"):
+        lat = sorted(e["latency"] for e in log if str(e["status"]) == status)
+        if lat:
+            out[f"{status}_p50_ms"] = round(1000 * lat[len(lat) // 2], 1)
+            out[f"{status}_p99_ms"] = round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1)
+    return out
+
+
+async def scenario(url: str, base: str, pid: int, send: dict, args, capacity: float) -> dict:
+    overload, recovery, samples = [], [], []
+    total = args.duration + args.recovery + 5
+    sampler = asyncio.create_task(sample(pid, base, time.perf_counter() + total, samples))
+    await open_loop(url, send, args.factor * capacity, args.duration, overload)
+    await open_loop(url, send, 0.5 * capacity, args.recovery, recovery)
+    await sampler
+    return {
+        "overload": phase_summary(overload),
+        "recovery": phase_summary(recovery),
+        "samples": samples,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--factor", type=float, default=4.0)
+    parser.add_argument("--duration", type=float, default=120.0)
+    parser.add_argument("--recovery", type=float, default=20.0)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "PURIFIER_INTRA_OP_THREADS": str(args.threads),
+        "PURIFIER_WARMUP_SIZES": f"[{args.size}]",
+    }
+    proc = start(
+        [sys.executable, "-m", "purifier.cli", "serve", "--port", str(port)],
+        env,
+        f"{base}/v2/health/ready",
+    )
+    try:
+        body = test_image(args.size)
+        send = request_kwargs("purifier", body)
+        url = f"{base}/purify"
+        capacity = asyncio.run(closed_loop(url, send, 8, 10.0))["throughput"]
+        rss_start = rss_mb(proc.pid)
+        result = asyncio.run(scenario(url, base, proc.pid, send, args, capacity))
+    finally:
+        stop(proc)
+    rss = [s["rss_mb"] for s in result["samples"]]
+    result.update(
+        {
+            "command": "python -m benchmarks.overload_bench " + " ".join(sys.argv[1:]),
+            "size": args.size,
+            "factor": args.factor,
+            "capacity_images_per_s": capacity,
+            "rss_mb_before": round(rss_start, 1),
+            "rss_mb_max": max(rss),
+            "rss_mb_end": rss[-1],
+            "pending_max": max(s["pending"] for s in result["samples"]),
+        }
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "overload_bench.json").write_text(json.dumps(result, indent=2))
+    rows = "".join(
+        f"| {phase} | {p['sent']} | {p['by_status']} | {p.get('200_p50_ms')}/"
+        f"{p.get('200_p99_ms')} | {p.get('503_p50_ms')}/{p.get('503_p99_ms')} |\n"
+        for phase, p in (("overload", result["overload"]), ("recovery", result["recovery"]))
+    )
+    md = (
+        f"Overload at {args.factor}x the measured capacity ({capacity} images/s, {args.size}x"
+        f"{args.size} PNG) for {args.duration:.0f} s, then {args.recovery:.0f} s at half capacity. "
+        f"`{result['command']}`\n\n"
+        "| phase | sent | by status | 200 p50/p99 ms | 503 p50/p99 ms |\n|---|---|---|---|---|\n"
+        f"{rows}\n"
+        f"Resident memory: {result['rss_mb_before']} MB before, at most {result['rss_mb_max']} MB, "
+        f"{result['rss_mb_end']} MB at the end; queued images at most {result['pending_max']} "
+        f"(limit PURIFIER_MAX_QUEUE_SIZE).\n"
+    )
+    (args.out / "overload_bench.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
