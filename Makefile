@@ -12,7 +12,7 @@ NO_DEPS_PINS := torchattacks==3.5.1
 SERVE_VENV := .venv-serve
 PORT ?= 8080
 
-.PHONY: test run bench lint format train eval export data clean-venv
+.PHONY: test run bench lint format train eval export data deploy-tools lock clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,25 +23,41 @@ $(VENV)/.train-installed: $(VENV)/bin/python pyproject.toml
 	$(PIP) install --no-deps $(NO_DEPS_PINS)
 	touch $@
 
-data:
-	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+# Debian packages the tests need: the dataset, and Prometheus (the scrape test).
+define apt_need
+	@if [ ! -e $(1) ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
 	  else \
-	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian package)"; exit 1; \
+	    echo "$(1) is missing: run 'sudo apt-get install $(2)' (Debian package)"; exit 1; \
 	  fi; \
 	fi
+endef
 
-# Serving needs no torch: its own small venv.
-$(SERVE_VENV)/.serve-installed: pyproject.toml
+data:
+	$(call apt_need,$(FMNIST_DIR)/train-images-idx3-ubyte.gz,dataset-fashion-mnist)
+
+deploy-tools:
+	$(call apt_need,/usr/bin/prometheus,prometheus)
+
+# Serving needs no torch: its own small venv from the hash-locked requirements, the
+# same steps as docker/Dockerfile.
+$(SERVE_VENV)/.serve-installed: pyproject.toml requirements/serve.txt
 	$(PYTHON) -m venv $(SERVE_VENV)
-	$(SERVE_VENV)/bin/python -m pip --disable-pip-version-check -q install -e '.[serve]'
+	$(SERVE_VENV)/bin/python -m pip --disable-pip-version-check -q install --require-hashes -r requirements/serve.txt
+	$(SERVE_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-deps -e .
 	touch $@
+
+# Regenerate the serving locks (all platforms, Python 3.11) after changing pyproject.toml.
+lock: $(VENV)/.train-installed
+	for extra in serve gpu; do \
+	  $(VENV)/bin/uv pip compile pyproject.toml --extra $$extra --universal --python-version 3.11 \
+	    --generate-hashes --no-header -q -o requirements/$$extra.txt || exit 1; done
 
 run: $(SERVE_VENV)/.serve-installed
 	$(SERVE_VENV)/bin/purifier serve --port $(PORT)
 
-test: $(VENV)/.train-installed data
+test: $(VENV)/.train-installed data deploy-tools
 	$(PY) -m pytest
 
 # Benchmarks run alone on the machine; results land in benchmarks/results/.

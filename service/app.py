@@ -44,6 +44,7 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
         settings.max_queue_delay_ms / 1000.0,
         settings.max_queue_size,
         observer=observe,
+        max_queue_wait_s=settings.max_queue_wait_s,
     )
     card = entry.card
     tile = settings.tile_size or int(card.get("recommended_tile", 256))

@@ -6,12 +6,20 @@ or until the oldest has waited `max_queue_delay`, then runs the batch off the ev
 loop (onnxruntime releases the GIL) and resolves each future. The queue is bounded:
 a full queue rejects at once (503) instead of piling up; items past their deadline are
 dropped before inference (504). An inference error fails only its own batch.
+
+Admission also bounds the queue in time, not only in count: the batcher keeps a moving
+average of the seconds one image of each shape costs (measured on real batches), and a
+request whose estimated finish (work already queued + its own) is later than
+`max_queue_wait` is refused at once (503) while anything is queued. Under overload the
+backlog therefore never exceeds about `max_queue_wait` seconds, accepted requests finish
+instead of timing out, and latency is back to normal that soon after a burst ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,7 +30,11 @@ import numpy as np
 
 
 class QueueFullError(RuntimeError):
-    pass
+    """Refused at admission. `code` names the limit; `retry_after` is in seconds."""
+
+    def __init__(self, message: str, code: str = "queue_full", retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.code, self.retry_after = code, retry_after
 
 
 class DeadlineExceededError(TimeoutError):
@@ -38,6 +50,7 @@ class _Item:
     array: np.ndarray
     future: asyncio.Future
     deadline: float
+    cost: float  # estimated seconds of inference, counted in the queued work until done
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -52,6 +65,8 @@ class BatchStats:
 
 Observer = Callable[[int, float, list[float]], None]  # (batch size, inference s, queue s each)
 
+COST_SMOOTHING = 0.3  # weight of the newest batch in the per-image cost average
+
 
 class DynamicBatcher:
     def __init__(
@@ -62,13 +77,17 @@ class DynamicBatcher:
         max_queue_delay_s: float,
         max_queue_size: int,
         observer: Observer | None = None,
+        max_queue_wait_s: float = math.inf,
     ) -> None:
         self._run_batch = run_batch
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_delay = max_queue_delay_s
         self.max_queue_size = max_queue_size
+        self.max_queue_wait = max_queue_wait_s
         self._observer = observer
+        self._cost: dict[tuple[int, ...], float] = {}  # seconds per image, by shape
+        self._queued_cost = 0.0
         self._queues: dict[tuple[int, ...], deque[_Item]] = {}
         self._pending = 0
         self._wakeup = asyncio.Event()
@@ -79,6 +98,15 @@ class DynamicBatcher:
     def pending(self) -> int:
         """Images queued or running."""
         return self._pending
+
+    @property
+    def estimated_wait(self) -> float:
+        """Seconds of inference queued or running, from measured per-image costs."""
+        return self._queued_cost
+
+    def image_cost(self, shape: tuple[int, ...]) -> float | None:
+        """Measured seconds per image of this shape (moving average), None before any batch."""
+        return self._cost.get(shape)
 
     @property
     def alive(self) -> bool:
@@ -97,11 +125,13 @@ class DynamicBatcher:
         self, arrays: list[np.ndarray], deadline: float
     ) -> tuple[list[np.ndarray], BatchStats]:
         """Queue images of one request; wait for all of them (or the deadline)."""
-        if self._pending + len(arrays) > self.max_queue_size:
-            raise QueueFullError(f"{self._pending} images already queued")
+        self._admit(arrays, deadline)
         loop = asyncio.get_running_loop()
-        items = [_Item(a, loop.create_future(), deadline) for a in arrays]
+        items = [
+            _Item(a, loop.create_future(), deadline, self._cost.get(a.shape, 0.0)) for a in arrays
+        ]
         self._pending += len(items)
+        self._queued_cost += sum(item.cost for item in items)
         for item in items:
             self._queues.setdefault(item.array.shape, deque()).append(item)
         self._wakeup.set()
@@ -123,6 +153,27 @@ class DynamicBatcher:
         )
         return [r[0] for r in results], stats
 
+    def _admit(self, arrays: list[np.ndarray], deadline: float) -> None:
+        if self._pending + len(arrays) > self.max_queue_size:
+            raise QueueFullError(f"{self._pending} images already queued")
+        if not self._pending:
+            return  # an idle model takes any request, however long it runs
+        finish = self._queued_cost + sum(self._cost.get(a.shape, 0.0) for a in arrays)
+        limit = min(self.max_queue_wait, deadline - time.perf_counter())
+        if finish > limit:
+            raise QueueFullError(
+                f"overloaded: about {self._queued_cost:.2f} s of work is queued and this request "
+                f"would finish in {finish:.2f} s, over the {limit:.2f} s limit",
+                code="overloaded",
+                retry_after=max(1, math.ceil(self._queued_cost)),
+            )
+
+    def _release(self, items: list[_Item]) -> None:
+        self._pending -= len(items)
+        self._queued_cost -= sum(item.cost for item in items)
+        if not self._pending:
+            self._queued_cost = 0.0  # no float drift across idle periods
+
     def _oldest_queue(self) -> tuple[tuple[int, ...], deque[_Item]] | None:
         live = [(k, q) for k, q in self._queues.items() if q]
         if not live:
@@ -135,9 +186,9 @@ class DynamicBatcher:
         while queue and len(batch) < self.max_batch_size:
             item = queue.popleft()
             if item.future.done():  # cancelled: the request already gave up
-                self._pending -= 1
+                self._release([item])
             elif item.deadline <= now:
-                self._pending -= 1
+                self._release([item])
                 item.future.set_exception(DeadlineExceededError("deadline passed in the queue"))
             else:
                 batch.append(item)
@@ -179,10 +230,16 @@ class DynamicBatcher:
                     item.future.set_exception(InferenceError(f"inference failed: {err}"))
         else:
             elapsed = time.perf_counter() - started
+            shape = batch[0].array.shape
+            per_image = elapsed / len(batch)
+            old = self._cost.get(shape)
+            self._cost[shape] = (
+                per_image if old is None else old + COST_SMOOTHING * (per_image - old)
+            )
             for item, result, waited in zip(batch, out, queued, strict=True):
                 if not item.future.done():
                     item.future.set_result((result, waited, elapsed, len(batch)))
             if self._observer is not None:
                 self._observer(len(batch), elapsed, queued)
         finally:
-            self._pending -= len(batch)
+            self._release(batch)

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1)
     max_queue_delay_ms: float = Field(4.0, ge=0)
     max_queue_size: int = Field(256, ge=1, description="images waiting, per model")
+    max_queue_wait_s: float = Field(
+        1.0,
+        gt=0,
+        description="refuse (503) a request that would wait longer than this behind the "
+        "measured work already queued; an idle model takes any request",
+    )
     request_timeout_s: float = Field(30.0, gt=0)
 
     # Images

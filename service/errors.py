@@ -33,7 +33,7 @@ def as_service_error(err: Exception) -> ServiceError:
     if isinstance(err, ImageError):
         return ServiceError(err.status, err.code, err.message)
     if isinstance(err, QueueFullError):
-        return ServiceError(503, "queue_full", f"the queue is full ({err}); retry later", 1)
+        return ServiceError(503, err.code, f"{err}; retry later", err.retry_after)
     if isinstance(err, DeadlineExceededError):
         return ServiceError(504, "deadline_exceeded", str(err))
     if isinstance(err, InferenceError):

@@ -12,7 +12,8 @@ import yaml
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-REPO = Path(__file__).resolve().parents[1]
+# REPO for every test module; the live-server fixtures for the service and deploy tests.
+from tests.live_server import REPO, server, start_server  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

@@ -95,6 +95,22 @@ def test_queue_full_is_503_with_retry_after_and_others_still_served(start_server
     assert f'purifier_rejections_total{{reason="queue_full"}} {statuses.count(503)}.0' in metrics
 
 
+def test_overload_is_refused_by_estimated_wait_and_accepted_requests_finish(start_server):
+    busy = start_server(PURIFIER_MAX_QUEUE_WAIT_S="0.001", PURIFIER_MAX_BATCH_SIZE="2")
+    bodies = [encode_image(img, "PNG") for img in fmnist_images(64)]
+    assert post_image(busy.url, bodies[0]).status_code == 200  # measures the image cost
+
+    responses = asyncio.run(post_concurrently(busy.url, bodies))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert int(rejected.headers["retry-after"]) >= 1
+    assert_error(rejected, 503, "overloaded")
+    metrics = httpx.get(f"{busy.url}/metrics").text
+    assert f'purifier_rejections_total{{reason="overloaded"}} {statuses.count(503)}.0' in metrics
+    assert pending(busy.url) == 0
+
+
 def test_past_the_deadline_is_504(start_server):
     slow = start_server(PURIFIER_REQUEST_TIMEOUT_S="0.2", PURIFIER_MAX_QUEUE_SIZE="1000")
     big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1024, 1024), dtype=np.uint8))

@@ -1,0 +1,159 @@
+"""Every Kubernetes manifest validates against the 1.37 schemas (strict: unknown fields
+are errors), the kustomize overlays render and validate, and the probes, ports and GPU
+settings say what the service actually does."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from tests.conftest import REPO
+from tests.deploy.kustomize import load_documents, render
+
+K8S = REPO / "k8s"
+K8S_VERSION = "1.37.0"
+OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+PLAIN_MANIFESTS = sorted(
+    p
+    for p in K8S.rglob("*.yaml")
+    if p.name != "kustomization.yaml" and p.parent.parent.name != "overlays"
+)
+
+
+def validate(resource: dict) -> None:
+    kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+
+
+def containers(resource: dict) -> list[dict]:
+    spec = resource["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def purifier_container(resources: list[dict]) -> dict:
+    deployment = next(r for r in resources if r["kind"] == "Deployment")
+    return next(c for c in containers(deployment) if c["image"].startswith("purifier:"))
+
+
+def test_there_are_manifests_and_both_overlays():
+    assert {p.name for p in OVERLAYS} == {"cpu", "gpu"}
+    assert len(PLAIN_MANIFESTS) >= 6
+
+
+@pytest.mark.parametrize("path", PLAIN_MANIFESTS, ids=lambda p: str(p.relative_to(K8S)))
+def test_manifest_validates(path: Path):
+    for resource in load_documents(path):
+        validate(resource)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+def test_overlay_renders_and_validates(overlay: Path):
+    resources = render(overlay)
+    kinds = sorted(r["kind"] for r in resources)
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Service",
+    ]
+    for resource in resources:
+        validate(resource)
+    assert purifier_container(resources)["image"] == f"purifier:{overlay.name}"
+
+
+def test_the_validator_rejects_a_broken_manifest():
+    deployment = load_documents(K8S / "base" / "deployment.yaml")[0]
+    broken = copy.deepcopy(deployment)
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGett"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken)
+    missing = copy.deepcopy(deployment)
+    del missing["spec"]["selector"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(missing)
+
+
+@pytest.mark.parametrize("source", ["overlays/cpu", "examples/sidecar.yaml"])
+def test_probes_use_the_open_inference_protocol_routes_on_the_served_port(source, server):
+    import httpx
+
+    path = K8S / source
+    resources = render(path) if path.is_dir() else load_documents(path)
+    container = purifier_container(resources)
+    port_names = {p["name"]: p["containerPort"] for p in container["ports"]}
+    routes = {}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert port_names[get["port"]] == 8080
+        routes[probe] = get["path"]
+    assert routes == {
+        "startupProbe": "/v2/health/ready",
+        "readinessProbe": "/v2/health/ready",
+        "livenessProbe": "/v2/health/live",
+    }
+    for route in set(routes.values()):  # and the running service answers them
+        assert httpx.get(f"{server.url}{route}").status_code == 200
+
+
+def test_configmap_port_matches_the_container_and_the_service():
+    resources = render(K8S / "overlays" / "cpu")
+    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    service = next(r for r in resources if r["kind"] == "Service")
+    container = purifier_container(resources)
+    assert int(config["PURIFIER_PORT"]) == container["ports"][0]["containerPort"]
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+    assert config["PURIFIER_HOST"] == "0.0.0.0"  # probes and Services reach the Pod IP
+
+
+def test_settings_in_the_configmaps_exist_and_parse(monkeypatch):
+    from service.config import Settings
+
+    fields = {f"PURIFIER_{name.upper()}" for name in Settings.model_fields}
+    for overlay in OVERLAYS:
+        data = next(r for r in render(overlay) if r["kind"] == "ConfigMap")["data"]
+        assert set(data) <= fields, set(data) - fields  # a typo would be silently ignored
+        for key, value in data.items():
+            monkeypatch.setenv(key, value)
+        settings = Settings()
+        assert settings.port == int(data["PURIFIER_PORT"])
+        assert str(settings.max_queue_wait_s) == str(float(data["PURIFIER_MAX_QUEUE_WAIT_S"]))
+
+
+def test_gpu_overlay_asks_for_a_gpu_and_refuses_to_fall_back():
+    resources = render(K8S / "overlays" / "gpu")
+    deployment = next(r for r in resources if r["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = purifier_container(resources)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    assert config["PURIFIER_REQUIRE_GPU"] == "true"
+    assert config["PURIFIER_PROVIDERS"].startswith('["cuda"')
+
+
+def test_sidecar_starts_purifier_first_and_the_classifier_calls_localhost():
+    deployment, service = load_documents(K8S / "examples" / "sidecar.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    sidecar = pod["initContainers"][0]
+    assert sidecar["restartPolicy"] == "Always"  # a native sidecar: started before the app
+    classifier = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in classifier["env"]}
+    assert env["PURIFIER_URL"] == "http://127.0.0.1:8080/purify"
+    assert service["spec"]["ports"][0]["targetPort"] == "http"  # the purifier is not exposed
+
+
+def test_hpa_and_pdb_select_the_deployment():
+    resources = {r["kind"]: r for r in render(K8S / "overlays" / "cpu")}
+    deployment = resources["Deployment"]
+    assert (
+        resources["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"]
+        == (deployment["metadata"]["name"])
+    )
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for kind in ("PodDisruptionBudget", "Service"):
+        spec = resources[kind]["spec"]
+        selector = spec["selector"].get("matchLabels", spec["selector"])
+        assert selector.items() <= labels.items()

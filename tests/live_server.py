@@ -1,0 +1,90 @@
+"""A real uvicorn server on loopback, started as `purifier serve` in a subprocess. The
+fixtures are registered in tests/conftest.py, for the service and the deployment tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            **os.environ,
+            "PURIFIER_MODEL_REPOSITORY": str(REPO / "exported_models"),
+            "PURIFIER_INTRA_OP_THREADS": "1",
+            "PURIFIER_WARMUP_SIZES": "[28]",
+            "PURIFIER_CODEC_THREADS": "2",
+            "OMP_NUM_THREADS": "1",
+            **env,
+        }
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "purifier.cli", "serve", "--port", str(self.port)],
+            cwd=REPO,
+            env=full_env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    servers: list[Server] = []
+
+    def start(**env: str) -> Server:
+        server = Server(env, tmp_path_factory.mktemp("server") / "log.txt")
+        servers.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(start_server) -> Server:
+    """The default server; a 50 ms queue delay makes concurrent requests share batches, and
+    a generous wait limit keeps admission control (tested on its own) out of the way of
+    64-way bursts on a slow, shared CI machine."""
+    return start_server(PURIFIER_MAX_QUEUE_DELAY_MS="50", PURIFIER_MAX_QUEUE_WAIT_S="60")

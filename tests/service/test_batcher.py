@@ -1,0 +1,95 @@
+"""The dynamic batcher on its own: a fake model that sleeps a known time per image."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.batcher import DynamicBatcher, QueueFullError
+
+SECONDS_PER_IMAGE = 0.01
+
+
+def slow_identity(batch: np.ndarray) -> np.ndarray:
+    time.sleep(SECONDS_PER_IMAGE * len(batch))
+    return batch
+
+
+def make_batcher(**kwargs) -> DynamicBatcher:
+    settings = {"max_batch_size": 4, "max_queue_delay_s": 0.001, "max_queue_size": 1000}
+    return DynamicBatcher(slow_identity, ThreadPoolExecutor(1), **(settings | kwargs))
+
+
+async def submit_all(batcher: DynamicBatcher, n: int) -> list:
+    """n one-image requests at once; each result or the exception it raised."""
+    image = np.zeros((1, 8, 8), np.float32)
+    deadline = time.perf_counter() + 30
+    return await asyncio.gather(
+        *(batcher.submit([image + i], deadline) for i in range(n)), return_exceptions=True
+    )
+
+
+def test_batches_form_and_results_match_their_requests():
+    async def scenario():
+        batcher = make_batcher()
+        batcher.start()
+        results = await submit_all(batcher, 12)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    for i, (outputs, stats) in enumerate(results):
+        assert float(outputs[0].mean()) == i
+        assert stats.batch_size == 4
+
+
+def test_a_flood_is_refused_by_estimated_wait_and_the_accepted_all_finish():
+    async def scenario():
+        batcher = make_batcher(max_queue_wait_s=0.1)
+        batcher.start()
+        await submit_all(batcher, 4)  # measures the per-image cost
+        cost = batcher.image_cost((1, 8, 8))
+        results = await submit_all(batcher, 100)
+        left = batcher.pending, batcher.estimated_wait
+        await batcher.stop()
+        return cost, results, left
+
+    cost, results, left = asyncio.run(scenario())
+    assert cost == pytest.approx(SECONDS_PER_IMAGE, rel=0.5)
+    refused = [r for r in results if isinstance(r, Exception)]
+    accepted = [r for r in results if not isinstance(r, Exception)]
+    assert all(isinstance(r, QueueFullError) and r.code == "overloaded" for r in refused)
+    assert all(r.retry_after >= 1 for r in refused)
+    # about max_queue_wait / cost images get in (the first of a burst sees an empty queue)
+    assert 5 <= len(accepted) <= 20, len(accepted)
+    assert left == (0, 0.0)
+
+
+def test_an_idle_model_takes_a_request_longer_than_the_wait_limit():
+    async def scenario():
+        batcher = make_batcher(max_queue_wait_s=0.001)
+        batcher.start()
+        await submit_all(batcher, 4)
+        image = np.zeros((1, 8, 8), np.float32)
+        outputs, _ = await batcher.submit([image] * 20, time.perf_counter() + 30)
+        await batcher.stop()
+        return outputs
+
+    assert len(asyncio.run(scenario())) == 20
+
+
+def test_the_count_limit_still_applies():
+    async def scenario():
+        batcher = make_batcher(max_queue_size=3)
+        batcher.start()
+        results = await submit_all(batcher, 10)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(refused) == 7 and all(r.code == "queue_full" for r in refused)
