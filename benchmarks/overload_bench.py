@@ -100,13 +100,20 @@ async def scenario(url: str, base: str, pid: int, send: dict, args, capacity: fl
     overload, recovery, samples = [], [], []
     total = args.duration + args.recovery + 5
     sampler = asyncio.create_task(sample(pid, base, time.perf_counter() + total, samples))
-    await open_loop(url, send, args.factor * capacity, args.duration, overload)
+    # The recovery phase starts when the burst stops sending, not when its last answer
+    # arrives: its latencies show how long the burst's backlog lasts.
+    burst = asyncio.create_task(
+        open_loop(url, send, args.factor * capacity, args.duration, overload)
+    )
+    await asyncio.sleep(args.duration)
     await open_loop(url, send, 0.5 * capacity, args.recovery, recovery)
+    await burst
     await sampler
     return {
         "overload": phase_summary(overload),
         "recovery": phase_summary(recovery),
         "samples": samples,
+        "recovery_log": recovery,
     }
 
 
@@ -135,18 +142,31 @@ def main() -> None:
         body = test_image(args.size)
         send = request_kwargs("purifier", body)
         url = f"{base}/purify"
-        capacity = asyncio.run(closed_loop(url, send, 4, 10.0))["throughput"]
+        baseline = asyncio.run(closed_loop(url, send, 4, 10.0))
+        capacity = baseline["throughput"]
         rss_start = rss_mb(proc.pid)
         result = asyncio.run(scenario(url, base, proc.pid, send, args, capacity))
     finally:
         stop(proc)
     rss = [s["rss_mb"] for s in result["samples"]]
+    # Back to normal: every request started after this many seconds past the burst's end
+    # had a latency within the capacity phase's p99.
+    normal_s = baseline["p99_ms"] / 1000
+    slow = [e["t"] for e in result["recovery_log"] if e["latency"] > normal_s]
+    recovered_after = round(max(slow), 2) if slow else 0.0
+    refused = [e["t"] for e in result["recovery_log"] if str(e["status"]) != "200"]
+    refused_until = round(max(refused), 2) if refused else 0.0
+    del result["recovery_log"]
     result.update(
         {
             "command": "python -m benchmarks.overload_bench " + " ".join(sys.argv[1:]),
             "size": args.size,
             "factor": args.factor,
             "capacity_images_per_s": capacity,
+            "baseline_p50_ms": baseline["p50_ms"],
+            "baseline_p99_ms": baseline["p99_ms"],
+            "recovered_after_s": recovered_after,
+            "recovery_refused_until_s": refused_until,
             "rss_mb_before": round(rss_start, 1),
             "rss_mb_max": max(rss),
             "rss_mb_end": rss[-1],
@@ -169,6 +189,10 @@ def main() -> None:
         f"Resident memory: {result['rss_mb_before']} MB before, at most {result['rss_mb_max']} MB, "
         f"{result['rss_mb_end']} MB at the end; queued images at most {result['pending_max']} "
         f"(limits: PURIFIER_MAX_QUEUE_SIZE images, PURIFIER_MAX_QUEUE_WAIT_S of estimated work).\n"
+        f"Latency back to normal (within the capacity phase's p99, "
+        f"{result['baseline_p99_ms']} ms) for every request started "
+        f"{result['recovered_after_s']} s or more after the burst; the last refusal after "
+        f"the burst was for a request started {result['recovery_refused_until_s']} s after it.\n"
     )
     (args.out / "overload_bench.md").write_text(md)
     print(md)

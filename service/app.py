@@ -12,14 +12,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.formparsers import MultiPartParser
 
 from service.batcher import DynamicBatcher
 from service.config import Settings
-from service.engine import Engine
+from service.engine import Engine, GPURequiredError
 from service.errors import install_handlers
 from service.metrics import Metrics
-from service.registry import ModelEntry, discover
+from service.middleware import ServiceMiddleware
+from service.registry import ModelEntry, ModelLoadError, scan
 from service.routes import health, purify, v2
+from service.routes.purify import PURIFY_HEADERS
 from service.state import ModelRuntime, ServiceState
 
 log = logging.getLogger("purifier")
@@ -57,6 +61,30 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
         }
     )
     return ModelRuntime(entry, engine, batcher, tile, int(card.get("min_size", 1)), multiple)
+
+
+def _load_models(state: ServiceState) -> None:
+    """Load every model; what happens to a broken one follows `exit_on_model_error`."""
+    settings = state.settings
+    entries, failures = scan(settings.model_repository, settings.models)
+    for entry in entries:
+        try:
+            state.models[entry.name] = _runtime(entry, settings, state)
+        except GPURequiredError:
+            raise
+        except Exception as err:  # onnxruntime refuses the file: name it
+            failures[entry.name] = f"{entry.onnx_path}: onnxruntime cannot load it: {err}"
+    for name, why in failures.items():
+        log.error("model %s refused: %s", name, why)
+    if failures and (settings.exit_on_model_error or not state.models):
+        raise ModelLoadError("; ".join(failures.values()))
+    state.failed = failures
+    state.default_model = settings.default_model or next(iter(state.models))
+    if state.default_model not in state.models:
+        raise ModelLoadError(
+            f"default model {state.default_model!r} is not loaded: "
+            f"{failures.get(state.default_model, 'no such model')}"
+        )
 
 
 def _warm_shapes(runtime: ModelRuntime, settings: Settings) -> list[tuple[int, int, int, int]]:
@@ -107,12 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ThreadPoolExecutor(settings.codec_threads, thread_name_prefix="codec"),
         )
         app.state.purifier = state
-        entries = discover(settings.model_repository, settings.models)
-        for entry in entries:
-            state.models[entry.name] = _runtime(entry, settings, state)
-        state.default_model = settings.default_model or entries[0].name
-        if state.default_model not in state.models:
-            raise RuntimeError(f"default model {state.default_model!r} is not loaded")
+        _load_models(state)
         for runtime in state.models.values():
             seconds = runtime.engine.warm_up(_warm_shapes(runtime, settings))
             runtime.batcher.start()
@@ -135,6 +158,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Adversarial purification sidecar",
     )
     install_handlers(app)
+    # Starlette spools multipart file parts above 1 MB to a temporary file on disk;
+    # nothing from a request may touch the disk, and the body is already in memory and
+    # capped at max_body_bytes, so parts stay in memory.
+    MultiPartParser.spool_max_size = max(
+        MultiPartParser.spool_max_size, settings.max_body_bytes + 1
+    )
+
+    def count_rejection(code: str) -> None:
+        state = getattr(app.state, "purifier", None)
+        if state is not None:
+            state.metrics.rejections.labels(code).inc()
+
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(
+        ServiceMiddleware,
+        api_key=api_key,
+        max_concurrent_requests=settings.max_concurrent_requests,
+        on_reject=count_rejection,
+    )
+    if settings.cors_origins:  # outermost, so browser preflights are answered before auth
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after", *PURIFY_HEADERS],
+        )
     app.include_router(purify.router)
     app.include_router(health.router)
     app.include_router(v2.router)

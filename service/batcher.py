@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import deque
@@ -64,6 +65,8 @@ class BatchStats:
 
 
 Observer = Callable[[int, float, list[float]], None]  # (batch size, inference s, queue s each)
+
+log = logging.getLogger("purifier.batcher")
 
 COST_SMOOTHING = 0.3  # weight of the newest batch in the per-image cost average
 
@@ -114,6 +117,7 @@ class DynamicBatcher:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+        self._task.add_done_callback(_report_death)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -243,3 +247,9 @@ class DynamicBatcher:
                 self._observer(len(batch), elapsed, queued)
         finally:
             self._release(batch)
+
+
+def _report_death(task: asyncio.Task) -> None:
+    """The worker only ends on stop(); anything else is logged (liveness reports it)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("batching worker died", exc_info=task.exception())

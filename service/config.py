@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,7 +52,26 @@ class Settings(BaseSettings):
     codec_threads: int = Field(4, ge=1, description="decode/encode worker threads")
     jpeg_quality: int = Field(95, ge=1, le=100)
 
-    # HTTP
+    # HTTP and security
+    api_key: SecretStr | None = Field(
+        None,
+        description="when set, every route but the health probes needs "
+        "`Authorization: Bearer KEY` or `X-API-Key: KEY` (401 otherwise)",
+    )
+    cors_origins: list[str] = Field(
+        [], description="origins allowed to call from a browser; empty = CORS off"
+    )
+    max_concurrent_requests: int = Field(
+        256, ge=1, description="work requests (/purify, infer) in flight; beyond: 503"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="a request body that takes longer to arrive gets 408"
+    )
+    exit_on_model_error: bool = Field(
+        True,
+        description="a model that fails to load stops start-up; false: serve the others "
+        "and report the broken one in /models and its ready route",
+    )
     shutdown_drain_s: float = Field(
         0.0, ge=0, description="after SIGTERM, answer not-ready this long before stopping"
     )

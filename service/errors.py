@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.batcher import DeadlineExceededError, InferenceError, QueueFullError
 from service.imaging import ImageError
@@ -30,6 +31,8 @@ def as_service_error(err: Exception) -> ServiceError:
     """Map the pipeline's exceptions to HTTP errors."""
     if isinstance(err, ServiceError):
         return err
+    if isinstance(err, ClientDisconnect):  # nobody to answer; counted apart from 5xx
+        return ServiceError(499, "client_closed_request", "the client went away mid-request")
     if isinstance(err, ImageError):
         return ServiceError(err.status, err.code, err.message)
     if isinstance(err, QueueFullError):

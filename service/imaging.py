@@ -55,29 +55,48 @@ class DecodedImage:
 
 
 def decode(data: bytes, model_channels: int, max_pixels: int) -> DecodedImage:
+    """Untrusted bytes to pixels. Every failure is an ImageError (4xx): Pillow's parsers
+    raise many exception types on hostile files, and none of them is a server error."""
     if not data:
         raise ImageError(400, "empty_body", "the request has no image data")
     try:
-        img = Image.open(io.BytesIO(data))
+        return _decode(data, model_channels, max_pixels)
+    except ImageError:
+        raise
+    except MemoryError as err:
+        raise ImageError(413, "too_many_pixels", "the image does not fit in memory") from err
+    except Exception as err:
+        raise ImageError(
+            400, "corrupt_image", f"the image cannot be decoded: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _decode(data: bytes, model_channels: int, max_pixels: int) -> DecodedImage:
+    try:
+        # Only our formats' parsers ever see the bytes: some others allocate the whole
+        # canvas while opening, before any size check (a 100-byte GIF took 4 GB).
+        img = Image.open(io.BytesIO(data), formats=sorted(ACCEPTED_FORMATS))
     except UnidentifiedImageError as err:
-        raise ImageError(415, "unsupported_media_type", "not an image we can decode") from err
-    if img.format not in ACCEPTED_FORMATS:
         raise ImageError(
             415,
             "unsupported_media_type",
-            f"{img.format} images are not accepted; send one of {sorted(ACCEPTED_FORMATS)}",
-        )
+            f"not an image we decode; send one of {sorted(ACCEPTED_FORMATS)}",
+        ) from err
+    # The pixel limit is checked from the header, before any pixel is decoded.
     width, height = img.size
     if width * height > max_pixels:
         raise ImageError(
             413, "too_many_pixels", f"{width}x{height} is over the limit of {max_pixels} pixels"
         )
+    if getattr(img, "n_frames", 1) > 1:
+        raise ImageError(
+            415,
+            "animated_image",
+            f"{img.format} with {img.n_frames} frames: send a single still image",
+        )
     fmt = img.format
-    try:
-        img.load()
-        img = ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(400, "corrupt_image", f"the {fmt} image cannot be decoded: {err}") from err
+    img.load()
+    img = ImageOps.exif_transpose(img)  # a copy, without .format
     return _to_array(img, fmt, model_channels)
 
 
@@ -139,15 +158,39 @@ def encode(
         raise ImageError(
             400, "bad_format", f"format must be same|png|jpeg|webp, got {out_format!r}"
         )
-    img = _restore_mode(decoded, purified)
-    if fmt == "JPEG" and img.mode not in ("L", "RGB", "CMYK"):
-        img = img.convert("RGB" if img.mode not in ("I;16", "I", "F", "1") else "L")
-    if fmt == "WEBP" and img.mode not in ("L", "RGB", "RGBA"):
-        img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB")
+    img = _fit_mode(_restore_mode(decoded, purified), fmt)
     buffer = io.BytesIO()
     params = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     img.save(buffer, format=fmt, **params)
     return buffer.getvalue(), CONTENT_TYPES[fmt]
+
+
+# Modes each output format can hold (None: any). The input's mode is kept when the
+# output format can hold it; otherwise the nearest one it can (alpha kept if possible).
+WRITABLE_MODES: dict[str, set[str] | None] = {
+    "PNG": {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"},
+    "JPEG": {"L", "RGB", "CMYK"},
+    "WEBP": {"L", "RGB", "RGBA"},
+    "BMP": {"1", "L", "P", "RGB", "RGBA"},
+    "TIFF": None,
+}
+
+
+def _fit_mode(img: Image.Image, fmt: str) -> Image.Image:
+    allowed = WRITABLE_MODES[fmt]
+    if allowed is None or img.mode in allowed:
+        return img
+    if img.mode in ("I;16", "I", "F"):  # high bit depth -> 8 bit, scaled (convert clips)
+        scale = 1.0 if img.mode == "F" else 65535.0
+        unit = np.clip(np.asarray(img, dtype=np.float64) / scale, 0.0, 1.0)
+        img = Image.fromarray(np.round(unit * 255).astype(np.uint8), "L")
+        if img.mode in allowed:
+            return img
+    alpha = img.has_transparency_data
+    grey = img.mode in ("1", "L", "LA")
+    order = (["LA", "RGBA"] if grey else ["RGBA"]) if alpha else []
+    order += ["L", "RGB"] if grey else ["RGB"]
+    return img.convert(next(m for m in order if m in allowed))
 
 
 def _restore_mode(decoded: DecodedImage, purified: np.ndarray) -> Image.Image:

@@ -58,7 +58,18 @@ def load_entry(model_dir: Path, version: int | None = None) -> ModelEntry:
 
 
 def discover(repository: Path, only: list[str] | None = None) -> list[ModelEntry]:
-    """Every model folder in the repository (or only the named ones), highest version."""
+    """Every model folder in the repository (or only the named ones), highest version;
+    the first broken one raises ModelLoadError."""
+    entries, failures = scan(repository, only)
+    if failures:
+        raise ModelLoadError("; ".join(failures.values()))
+    return entries
+
+
+def scan(
+    repository: Path, only: list[str] | None = None
+) -> tuple[list[ModelEntry], dict[str, str]]:
+    """The loadable models, and for each broken one (name -> why, naming the file)."""
     if not repository.is_dir():
         raise ModelLoadError(f"model repository {repository} does not exist")
     dirs = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -67,7 +78,12 @@ def discover(repository: Path, only: list[str] | None = None) -> list[ModelEntry
         if missing:
             raise ModelLoadError(f"models not found in {repository}: {sorted(missing)}")
         dirs = [p for p in dirs if p.name in only]
-    entries = [load_entry(d) for d in dirs]
-    if not entries:
+    if not dirs:
         raise ModelLoadError(f"no models in {repository}")
-    return entries
+    entries, failures = [], {}
+    for d in dirs:
+        try:
+            entries.append(load_entry(d))
+        except ModelLoadError as err:
+            failures[d.name] = str(err)
+    return entries, failures

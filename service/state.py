@@ -30,6 +30,7 @@ class ServiceState:
     metrics: Metrics
     codec_pool: ThreadPoolExecutor
     models: dict[str, ModelRuntime] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # refused models: name -> why
     default_model: str | None = None
     ready: bool = False
     draining: bool = False
@@ -43,6 +44,8 @@ class ServiceState:
         from service.errors import ServiceError
 
         key = name or self.default_model
+        if key in self.failed:
+            raise ServiceError(503, "model_unavailable", f"model {key!r} failed to load")
         if key not in self.models:
             raise ServiceError(
                 404, "unknown_model", f"no model named {key!r}; serving {sorted(self.models)}"

@@ -3,6 +3,7 @@ fixtures are registered in tests/conftest.py, for the service and the deployment
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -88,3 +89,40 @@ def server(start_server) -> Server:
     a generous wait limit keeps admission control (tested on its own) out of the way of
     64-way bursts on a slow, shared CI machine."""
     return start_server(PURIFIER_MAX_QUEUE_DELAY_MS="50", PURIFIER_MAX_QUEUE_WAIT_S="60")
+
+
+@contextlib.contextmanager
+def in_process_server(**settings) -> Iterator[tuple[str, object]]:
+    """uvicorn in a thread of this process (still real HTTP on loopback), for tests that
+    must reach inside the app: yields (url, app)."""
+    import threading
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.config import Settings
+
+    defaults = {
+        "model_repository": REPO / "exported_models",
+        "warmup_sizes": [28],
+        "intra_op_threads": 1,
+    }
+    app = create_app(Settings(**(defaults | settings)))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield url, app
+    finally:
+        server.should_exit = True
+        thread.join(20)

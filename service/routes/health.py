@@ -60,6 +60,8 @@ async def model_meta(request: Request, name: str) -> dict[str, Any]:
 @router.get("/v2/models/{name}/ready")
 async def model_ready(request: Request, name: str) -> JSONResponse:
     state = _state(request)
+    if name in state.failed:
+        return JSONResponse({"name": name, "ready": False, "error": state.failed[name]}, 503)
     runtime = state.model(name)
     ok = runtime.ready and state.is_ready
     return JSONResponse({"name": name, "ready": ok}, 200 if ok else 503)
@@ -73,7 +75,8 @@ async def models(request: Request) -> dict[str, Any]:
         "models": [
             {**m.entry.card, "provider": m.engine.provider, "ready": m.ready}
             for m in state.models.values()
-        ],
+        ]
+        + [{"name": name, "ready": False, "error": why} for name, why in state.failed.items()],
     }
 
 

@@ -7,6 +7,8 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from service.errors import ServiceError
 from service.imaging import decode, encode
@@ -17,28 +19,68 @@ from service.state import ServiceState
 router = APIRouter()
 
 RAW_TYPES = ("image/", "application/octet-stream")
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+# The body is read by hand (size and time limits), so its schema is declared here: it
+# documents the route and lets schema-driven fuzzers (schemathesis) send bodies.
+PURIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            **{t: BINARY for t in ("image/png", "image/jpeg", "image/webp", "image/bmp")},
+            "image/tiff": BINARY,
+            "application/octet-stream": BINARY,
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                    "required": ["image"],
+                }
+            },
+        },
+    }
+}
+PURIFY_HEADERS = [
+    "x-purifier-model",
+    "x-purifier-model-version",
+    "x-purifier-queue-ms",
+    "x-purifier-inference-ms",
+    "x-purifier-batch-size",
+    "x-purifier-l2",
+    "x-purifier-linf",
+]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than `limit` bytes without reading past it."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refusing more than `limit` bytes without reading past it, and a body
+    that has not fully arrived within `timeout_s` (a slow sender holds no slot forever)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServiceError(413, "body_too_large", f"body of {declared} bytes is over {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServiceError(413, "body_too_large", f"body is over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceError(413, "body_too_large", f"body is over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as err:
+        raise ServiceError(
+            408, "body_timeout", f"the body did not arrive within {timeout_s:g} s"
+        ) from err
     return b"".join(chunks)
 
 
-async def image_bytes(request: Request, limit: int) -> bytes:
+async def image_bytes(request: Request, limit: int, timeout_s: float) -> bytes:
     content_type = request.headers.get("content-type", "").lower()
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, timeout_s)
     if content_type.startswith("multipart/form-data"):
         request._body = body  # Starlette parses the form from the cached body
-        form = await request.form(max_files=1, max_fields=8)
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except (HTTPException, MultiPartException) as err:
+            detail = getattr(err, "detail", None) or getattr(err, "message", str(err))
+            raise ServiceError(400, "bad_multipart", f"multipart body refused: {detail}") from err
         upload = form.get("image")
         if upload is None or isinstance(upload, str):
             raise ServiceError(400, "missing_image", "multipart body has no file field 'image'")
@@ -56,6 +98,7 @@ async def image_bytes(request: Request, limit: int) -> bytes:
     "/purify",
     response_class=Response,
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+    openapi_extra=PURIFY_BODY,
 )
 async def purify(
     request: Request,
@@ -69,7 +112,7 @@ async def purify(
     with TrackedRequest(state, "purify"):
         runtime = state.model(model)
         name = runtime.entry.name
-        data = await image_bytes(request, settings.max_body_bytes)
+        data = await image_bytes(request, settings.max_body_bytes, settings.body_timeout_s)
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         decoded = await loop.run_in_executor(

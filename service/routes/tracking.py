@@ -8,7 +8,7 @@ from types import TracebackType
 from service.errors import ServiceError, as_service_error
 from service.state import ServiceState
 
-REJECTION_STATUSES = (413, 415, 503, 504)
+REJECTION_STATUSES = (408, 413, 415, 503, 504)
 
 
 class TrackedRequest:

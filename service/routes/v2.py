@@ -18,9 +18,44 @@ from service.v2_protocol import HEADER, InferInput, build_response, parse_reques
 
 router = APIRouter()
 
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string", "enum": ["FP32", "UINT8", "BYTES"]},
+        "data": {"type": "array"},
+        "parameters": {"type": "object"},
+    },
+}
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {"type": "array", "items": _TENSOR},
+                        "outputs": {"type": "array", "items": {"type": "object"}},
+                        "parameters": {"type": "object"},
+                    },
+                }
+            },
+            # the binary tensor extension: JSON header + raw tensor bytes
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
-@router.post("/v2/models/{name}/infer", response_class=Response)
-@router.post("/v2/models/{name}/versions/{version}/infer", response_class=Response)
+
+@router.post("/v2/models/{name}/infer", response_class=Response, openapi_extra=INFER_BODY)
+@router.post(
+    "/v2/models/{name}/versions/{version}/infer", response_class=Response, openapi_extra=INFER_BODY
+)
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
     state: ServiceState = request.app.state.purifier
     settings, metrics = state.settings, state.metrics
@@ -33,7 +68,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
                 "unknown_version",
                 f"{name} serves version {runtime.entry.version}, not {version}",
             )
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
         parsed = parse_request(body, request.headers.get(HEADER))
         deadline = started + settings.request_timeout_s
         array, blobs = None, None

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import REPO
 from training.losses import ragan_critic_loss, ragan_generator_loss
 from training.methods.nrp import NRPTrainer, train_nrp
 from training.models import build_model
@@ -107,3 +108,37 @@ def test_time_budget_stops_cleanly_and_resume_finishes(nrp_config):
 def test_unknown_model_arch():
     with pytest.raises(KeyError, match="unknown arch"):
         build_model({"arch": "vgg19000"})
+
+
+def test_serving_sized_purifier_is_under_10_gflops_and_fully_convolutional():
+    from training.export import count_gflops
+
+    net = build_model({"arch": "nrp_unet"}).eval()
+    assert count_gflops(net, 3, 224) <= 10.0
+    for h, w in ((32, 48), (100, 60)):
+        x = torch.rand(2, 3, h, w)
+        out = net(x)
+        assert out.shape == x.shape and out.min() >= 0.0 and out.max() <= 1.0
+    assert net.size_multiple == 4
+
+
+def test_photo_config_trains_one_step_on_photo_crops():
+    """The natural-image pipeline end to end at toy size: photo crops, MobileNetV2 SSP
+    features, the serving-sized purifier, one Algorithm 2 step that lowers the loss."""
+    from training.config import load_config
+    from training.data.registry import load_dataset
+
+    config = load_config(REPO / "training" / "configs" / "photo_nrp.yaml")
+    config["data"].update(train_crops=4, test_crops=2, crop=32)
+    config["purifier"].update(nf=8, width=16, gc=8, blocks=1)
+    config["critic"]["nf"] = 8
+    crops, _ = load_dataset(config["data"], "train")
+    x = crops[torch.arange(4)]
+    assert x.shape == (4, 3, 32, 32)
+    torch.manual_seed(0)
+    trainer = NRPTrainer(config, torch.device("cpu"))
+    first = trainer.step(x)
+    for _ in range(3):
+        last = trainer.step(x)
+    assert first["ssp_distortion"] > 0
+    assert last["loss"] < first["loss"]

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from training.models.critics import vgg_critic
-from training.models.purifiers import nrp
+from training.models.imagenet import efficientnet_lite0_imagenet, mobilenet_v2_imagenet
+from training.models.purifiers import nrp, nrp_unet
 from training.models.targets import FeatureExtractor, lenet, resnet_small, vgg_small
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -18,7 +19,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet_small": resnet_small,
     "vgg_small": vgg_small,
     "nrp": nrp,
+    "nrp_unet": nrp_unet,
     "vgg_critic": vgg_critic,
+    # pretrained ImageNet classifiers: their weights come with their packages
+    "mobilenet_v2_imagenet": mobilenet_v2_imagenet,
+    "efficientnet_lite0_imagenet": efficientnet_lite0_imagenet,
 }
 
 
@@ -41,8 +46,10 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def build_feature_extractor(spec: dict[str, Any]) -> FeatureExtractor:
-    """spec: {model: {arch...}, weights: PATH, layer: NAME}."""
-    model = load_weights(build_model(spec["model"]), spec["weights"])
+    """spec: {model: {arch...}, weights: PATH (not for pretrained archs), layer: NAME}."""
+    model = build_model(spec["model"])
+    if "weights" in spec:
+        model = load_weights(model, spec["weights"])
     return FeatureExtractor(model, spec["layer"])
 
 

@@ -66,3 +66,45 @@ def nrp(
     in_channels: int = 3, nf: int = 64, gc: int = 32, num_basic_blocks: int = 23
 ) -> NRPGenerator:
     return NRPGenerator(in_channels, nf, gc, num_basic_blocks)
+
+
+class NRPUNet(nn.Module):
+    """A serving-sized NRP generator: NRP's dense basic blocks run at 1/4 resolution in a
+    U-Net shape, so a 224x224 image costs a few GFLOPs instead of the released
+    generator's ~1 TFLOP. Skips carry features between levels (as NRP's own trunk skip
+    does), never the input image to the output. H and W must be multiples of 4
+    (`size_multiple`; the service pads to its shape buckets)."""
+
+    size_multiple = 4
+
+    def __init__(
+        self, in_channels: int = 3, nf: int = 16, width: int = 48, gc: int = 24, blocks: int = 2
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        act = nn.LeakyReLU(0.2, inplace=True)
+        self.head = nn.Sequential(nn.Conv2d(in_channels, nf, 3, 1, 1), act)
+        self.down1 = nn.Sequential(nn.Conv2d(nf, width, 3, 2, 1), act)
+        self.down2 = nn.Sequential(nn.Conv2d(width, width, 3, 2, 1), act)
+        self.trunk = nn.Sequential(*(BasicBlock(width, gc) for _ in range(blocks)))
+        self.trunk_conv = nn.Conv2d(width, width, 3, 1, 1)
+        self.up2 = nn.Sequential(nn.Conv2d(width, 4 * width, 3, 1, 1), nn.PixelShuffle(2), act)
+        self.up1 = nn.Sequential(nn.Conv2d(width, 4 * nf, 3, 1, 1), nn.PixelShuffle(2), act)
+        self.tail = nn.Sequential(
+            nn.Conv2d(nf, nf, 3, 1, 1), act, nn.Conv2d(nf, in_channels, 3, 1, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f0 = self.head(x)
+        f1 = self.down1(f0)
+        f2 = self.down2(f1)
+        f2 = f2 + self.trunk_conv(self.trunk(f2))
+        u1 = self.up2(f2) + f1
+        out = self.tail(self.up1(u1) + f0)
+        return out.clamp(0.0, 1.0)
+
+
+def nrp_unet(
+    in_channels: int = 3, nf: int = 16, width: int = 48, gc: int = 24, blocks: int = 2
+) -> NRPUNet:
+    return NRPUNet(in_channels, nf, width, gc, blocks)
