@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import sys
@@ -30,11 +29,11 @@ from benchmarks.serve_bench import (
     MODEL,
     REPO,
     closed_loop,
-    free_port,
     request_kwargs,
-    start,
+    start_purifier,
     stop,
     test_image,
+    write_report,
 )
 
 
@@ -127,16 +126,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        "PURIFIER_INTRA_OP_THREADS": str(args.threads),
-        "PURIFIER_WARMUP_SIZES": f"[{args.size}]",
-    }
-    proc = start(
-        [sys.executable, "-m", "purifier.cli", "serve", "--port", str(port)],
-        env,
-        f"{base}/v2/health/ready",
+    proc, base = start_purifier(
+        {"PURIFIER_INTRA_OP_THREADS": str(args.threads), "PURIFIER_WARMUP_SIZES": f"[{args.size}]"}
     )
     try:
         body = test_image(args.size)
@@ -173,8 +164,6 @@ def main() -> None:
             "pending_max": max(s["pending"] for s in result["samples"]),
         }
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "overload_bench.json").write_text(json.dumps(result, indent=2))
     rows = "".join(
         f"| {phase} | {p['sent']} | {p['by_status']} | {p.get('200_p50_ms')}/"
         f"{p.get('200_p99_ms')} | {p.get('503_p50_ms')}/{p.get('503_p99_ms')} |\n"
@@ -194,8 +183,7 @@ def main() -> None:
         f"{result['recovered_after_s']} s or more after the burst; the last refusal after "
         f"the burst was for a request started {result['recovery_refused_until_s']} s after it.\n"
     )
-    (args.out / "overload_bench.md").write_text(md)
-    print(md)
+    write_report(args.out, "overload_bench", result, md)
 
 
 if __name__ == "__main__":

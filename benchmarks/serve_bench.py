@@ -173,6 +173,22 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def start_purifier(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """`purifier serve` on a free loopback port, once ready: (process, base URL)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "purifier.cli", "serve", "--port", str(port)]
+    return start(cmd, env, f"{base}/v2/health/ready"), base
+
+
+def write_report(out: Path, stem: str, result: dict[str, Any], md: str) -> None:
+    """results/<stem>.json and .md, and the markdown on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{stem}.md").write_text(md)
+    print(md)
+
+
 def server_command(system: str, port: int, args: argparse.Namespace) -> tuple[list[str], dict, str]:
     base = f"http://127.0.0.1:{port}"
     threads = str(args.threads)

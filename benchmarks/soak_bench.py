@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.overload_bench import rss_mb
-from benchmarks.serve_bench import REPO, free_port, start, stop, test_image
+from benchmarks.serve_bench import REPO, start_purifier, stop, test_image, write_report
 
 
 def rgb_png(width: int, height: int) -> bytes:
@@ -71,13 +70,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {"PURIFIER_INTRA_OP_THREADS": str(args.threads), "PURIFIER_WARMUP_SIZES": "[28, 224]"}
-    proc = start(
-        [sys.executable, "-m", "purifier.cli", "serve", "--port", str(port)],
-        env,
-        f"{base}/v2/health/ready",
+    proc, base = start_purifier(
+        {"PURIFIER_INTRA_OP_THREADS": str(args.threads), "PURIFIER_WARMUP_SIZES": "[28, 224]"}
     )
     try:
         samples, statuses = asyncio.run(
@@ -100,8 +94,6 @@ def main() -> None:
         "rss_growth": round(float(growth), 4),
         "samples": samples,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "soak_bench.json").write_text(json.dumps(result, indent=2))
     md = (
         f"Soak: {args.duration:.0f} s of closed-loop load at concurrency {args.concurrency} "
         f"(28x28 and 224x224 grey, 64x48 RGB PNGs and bad bodies in turn). "
@@ -111,8 +103,7 @@ def main() -> None:
         f"{result['rss_last_minute_mb']} MB over the last, at most {result['rss_max_mb']} MB; "
         f"growth {100 * growth:.1f}% (target <= 10%)\n"
     )
-    (args.out / "soak_bench.md").write_text(md)
-    print(md)
+    write_report(args.out, "soak_bench", result, md)
 
 
 if __name__ == "__main__":
