@@ -38,7 +38,15 @@ class ServiceState:
 
     @property
     def is_ready(self) -> bool:
-        return self.ready and not self.draining and all(m.ready for m in self.models.values())
+        """What the readiness probe reports: off before warm-up and from SIGTERM on."""
+        return self.accepting and not self.draining
+
+    @property
+    def accepting(self) -> bool:
+        """Whether work requests are served: from warm-up on, and still while draining -
+        load balancers keep routing here until they see readiness go, and a request they
+        send in that window must be answered, not refused."""
+        return self.ready and all(m.ready for m in self.models.values())
 
     def model(self, name: str | None) -> ModelRuntime:
         from service.errors import ServiceError

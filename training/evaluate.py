@@ -5,6 +5,10 @@ Non-adaptive attacks are crafted on the undefended classifier (or, for SSP, on t
 feature extractor) and then passed through each defense. Adaptive rows attack the
 defended pipeline itself: BPDA (identity backward through the defense) for every
 defense, and white-box gradients through each differentiable purifier.
+
+Unlabelled data (photos): the reference is the target's own top-1 on the clean image,
+so a cell is the fooling rate (%) and the clean row is 100 - clean agreement. With a
+`source` model, attacks are crafted once on it and measured on every target (transfer).
 """
 
 from __future__ import annotations
@@ -30,10 +34,14 @@ from training.models import build_feature_extractor, build_model, load_weights
 NOT_APPLICABLE = None  # a cell where the attack cannot be run against that defense
 
 
-def load_target(config_path: str | Path, device: torch.device) -> nn.Module:
-    """A classifier from its training config (arch + weights path)."""
-    cfg = load_config(config_path)
-    model = load_weights(build_model(cfg["model"]), cfg["weights"])
+def load_target(spec: str | Path | dict[str, Any], device: torch.device) -> nn.Module:
+    """A classifier from its training config (arch + weights path), or from an arch spec
+    of a pretrained model ({arch: mobilenet_v2_imagenet})."""
+    if isinstance(spec, dict):
+        model = build_model(spec)
+    else:
+        cfg = load_config(spec)
+        model = load_weights(build_model(cfg["model"]), cfg["weights"])
     return model.to(device).eval().requires_grad_(False)
 
 
@@ -85,7 +93,10 @@ class Evaluation:
         data = config["data"]
         x, y = load_dataset(data, data.get("split", "test"))
         n = int(data.get("num_images", 2000))
-        self.x, self.y = x[:n].to(self.device), y[:n].to(self.device)
+        self.x = x[:n].to(self.device)
+        self.y = None if y is None else y[:n].to(self.device)  # None: photos, no labels
+        self.source = load_target(config["source"], self.device) if "source" in config else None
+        self._crafted: dict[tuple[str, str], torch.Tensor] = {}  # transfer: once per source
         self.features = build_feature_extractor(config["feature_extractor"]).to(self.device)
         self.defenses: dict[str, Defense] = {
             name: build_baseline(spec) for name, spec in config["defenses"].items()
@@ -100,7 +111,12 @@ class Evaluation:
     ) -> dict[str, torch.Tensor]:
         """Append one row per attack to `rows` (calling on_row after each, so partial
         tables survive a stop); return a few adversarial examples per attack."""
-        x, y, batch = self.x, self.y, self.batch
+        x, batch = self.x, self.batch
+        identity = self.defenses.get("none") or build_baseline({"kind": "none"})
+        # What counts as wrong: the label, or (no labels) the target's clean top-1.
+        y = self.y if self.y is not None else predict(target, x, identity, batch)
+        attacked = self.source if self.source is not None else target
+        y_attack = self.y if self.y is not None else predict(attacked, x, identity, batch)
         rows.append(
             {
                 "attack": "clean",
@@ -121,7 +137,7 @@ class Evaluation:
             errors: dict[str, float | None] = {}
             stats = None
             if adaptive is None:
-                x_adv = run_attack(attack, target, x, y, batch, self.seed)
+                x_adv = self._craft(spec["name"], "-", attack, attacked, y_attack)
                 stats = perturbation_stats(x, x_adv)
                 examples[spec["name"]] = x_adv[:8].cpu()
                 for name, defense in self.defenses.items():
@@ -132,8 +148,8 @@ class Evaluation:
                     if front is None:
                         errors[name] = NOT_APPLICABLE
                         continue
-                    pipeline = nn.Sequential(front, target).eval()
-                    x_adv = run_attack(attack, pipeline, x, y, batch, self.seed)
+                    pipeline = nn.Sequential(front, attacked).eval()
+                    x_adv = self._craft(spec["name"], name, attack, pipeline, y_attack)
                     errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
             rows.append(
                 {
@@ -153,6 +169,19 @@ class Evaluation:
                 flush=True,
             )
         return examples
+
+    def _craft(
+        self, attack_name: str, defense: str, attack: Any, model: nn.Module, y: torch.Tensor
+    ) -> torch.Tensor:
+        """Adversarial examples; crafted once per (attack, defense) when a fixed source
+        model makes them, so every target sees the same ones."""
+        key = (attack_name, defense)
+        if self.source is not None and key in self._crafted:
+            return self._crafted[key]
+        x_adv = run_attack(attack, model, self.x, y, self.batch, self.seed)
+        if self.source is not None:
+            self._crafted[key] = x_adv
+        return x_adv
 
     def _adaptive_front(self, adaptive: str, name: str, defense: Defense) -> nn.Module | None:
         if adaptive == "bpda":
@@ -190,6 +219,9 @@ def evaluate_from_config(path: str | Path, overrides: list[str] | None = None) -
         else f"purifier eval {path}",
         "config": str(path),
         "num_images": len(ev.x),
+        "data": config["data"],
+        "labelled": ev.y is not None,
+        "source": config.get("source"),
         "seed": ev.seed,
         "device": device_label(ev.device),
         "defenses": list(ev.defenses),
@@ -229,11 +261,16 @@ def format_cell(value: float | None) -> str:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    lines = [
-        f"Top-1 error (%) on {result['num_images']} Fashion-MNIST test images; "
-        f"device: {result['device']}; `{result['command']}`.",
-        "",
-    ]
+    if result.get("labelled", True):
+        what = f"Top-1 error (%) on {result['num_images']} Fashion-MNIST test images"
+    else:
+        what = (
+            f"Fooling rate (%): top-1 differs from the target's clean top-1, on "
+            f"{result['num_images']} held-out photo crops (clean row: 100 - clean agreement)"
+        )
+        if result.get("source"):
+            what += f"; attacks crafted on {result['source']['arch']}"
+    lines = [f"{what}; device: {result['device']}; `{result['command']}`.", ""]
     defenses = result["defenses"]
     for target, block in result["targets"].items():
         lines += [f"### Target: {target}", ""]

@@ -67,7 +67,8 @@ def compare_layers(config: dict[str, Any]) -> dict[str, Any]:
         rows.append(row)
         print(json.dumps(row), flush=True)
     chooser = f"fooling_{config.get('choose_by', 'source')}"
-    best = max(rows, key=lambda r: r[chooser])
+    # Ties (a few images decide) go to the layer that also fools the source more.
+    best = max(rows, key=lambda r: (r[chooser], r["fooling_source"]))
     return {
         "name": config["name"],
         "images": len(x),
@@ -92,7 +93,10 @@ def markdown(result: dict[str, Any], command: str) -> str:
     for r in result["rows"]:
         cells = " | ".join(f"{r[k]:.2f}" for k in keys)
         lines.append(f"| {r['layer']} | {r['feature_distortion']} | {cells} |")
-    lines += ["", f"Best by {result['chosen_by']}: layer {result['best_layer']}."]
+    lines += [
+        "",
+        f"Best by {result['chosen_by']} (ties: by source fooling): layer {result['best_layer']}.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,7 @@ class TrackedRequest:
         self.state, self.route = state, route
 
     def __enter__(self) -> TrackedRequest:
-        if not self.state.is_ready:
+        if not self.state.accepting:
             self._count(503)
             self.state.metrics.rejections.labels("not_ready").inc()
             raise ServiceError(503, "not_ready", "the service is not ready", retry_after=1)

@@ -152,8 +152,10 @@ def test_a_dead_batching_worker_is_reported_by_liveness():
 
 
 def test_sigterm_with_100_requests_in_flight_loses_none(start_server):
+    # A drain long enough that every client has connected before uvicorn stops accepting
+    # (requests that arrive while draining are served: only readiness is off).
     server = start_server(
-        PURIFIER_SHUTDOWN_DRAIN_S="0.5",
+        PURIFIER_SHUTDOWN_DRAIN_S="2.0",
         PURIFIER_MAX_QUEUE_WAIT_S="120",
         PURIFIER_MAX_BATCH_SIZE="4",
     )
@@ -180,6 +182,7 @@ def test_sigterm_with_100_requests_in_flight_loses_none(start_server):
 
     responses, sigterm_at, ready_status = asyncio.run(scenario())
     assert ready_status == 503  # readiness flipped first
-    assert [r.status_code for r in responses] == [200] * 100  # every accepted request answered
+    refused = [r.text for r in responses if r.status_code != 200]
+    assert not refused, refused[:3]  # every accepted request answered
     assert sum(t > sigterm_at for t in finished) >= 10  # they really were in flight
     assert server.proc.wait(30) in (0, -signal.SIGTERM)

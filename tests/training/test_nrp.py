@@ -142,3 +142,12 @@ def test_photo_config_trains_one_step_on_photo_crops():
         last = trainer.step(x)
     assert first["ssp_distortion"] > 0
     assert last["loss"] < first["loss"]
+
+
+def test_serving_sized_purifier_has_no_input_to_output_skip():
+    net = build_model({"arch": "nrp_unet", "nf": 8, "width": 16, "gc": 8, "blocks": 1})
+    last = net.tail[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.constant_(last.bias, 0.5)
+    a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    assert torch.equal(net(a), net(b))

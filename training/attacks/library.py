@@ -53,6 +53,24 @@ def _mifgsm(eps: float, alpha: float, steps: int, decay: float = 1.0) -> Attack:
     )(x, y)
 
 
+def _dim(
+    eps: float, alpha: float, steps: int, decay: float = 1.0, diversity_prob: float = 0.5
+) -> Attack:
+    """DIM: momentum + diverse inputs (random resize and pad each step; Xie et al.)."""
+    return lambda model, x, y: _torchattacks().DIFGSM(
+        model, eps=eps, alpha=alpha, steps=steps, decay=decay, diversity_prob=diversity_prob
+    )(x, y)
+
+
+def _tidim(
+    eps: float, alpha: float, steps: int, decay: float = 1.0, len_kernel: int = 15
+) -> Attack:
+    """TI-DIM: DIM with translation-invariant (Gaussian-smoothed) gradients (Dong et al.)."""
+    return lambda model, x, y: _torchattacks().TIFGSM(
+        model, eps=eps, alpha=alpha, steps=steps, decay=decay, len_kernel=len_kernel
+    )(x, y)
+
+
 def _cw(c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01) -> Attack:
     return lambda model, x, y: _torchattacks().CW(model, c=c, kappa=kappa, steps=steps, lr=lr)(x, y)
 
@@ -91,6 +109,8 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "fgsm": _fgsm,
     "pgd": _pgd,
     "mifgsm": _mifgsm,
+    "dim": _dim,
+    "tidim": _tidim,
     "cw": _cw,
     "apgd": _apgd,
     "square": _square,

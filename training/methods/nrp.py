@@ -20,6 +20,7 @@ from torch import nn
 from training.attacks.ssp import SSP
 from training.config import seed_everything
 from training.data.registry import load_dataset
+from training.distributed import Distributed
 from training.loop import (
     Checkpoint,
     MetricsLog,
@@ -83,12 +84,18 @@ class NRPTrainer:
         betas = tuple(tc.get("betas", (0.9, 0.999)))
         self.opt_p = torch.optim.Adam(self.purifier.parameters(), lr=tc["lr_purifier"], betas=betas)
         self.opt_c = torch.optim.Adam(self.critic.parameters(), lr=tc["lr_critic"], betas=betas)
+        # What the gradient steps call: the networks themselves, or their DDP wrappers.
+        self.train_purifier: nn.Module = self.purifier
+        self.train_critic: nn.Module = self.critic
+
+    def distribute(self, ctx: Distributed) -> None:
+        self.train_purifier, self.train_critic = ctx.wrap(self.purifier), ctx.wrap(self.critic)
 
     def update_purifier(self, x: torch.Tensor, x_adv: torch.Tensor) -> tuple[dict, torch.Tensor]:
         """Alg. 2 lines 4-5: one step of the purifier on L (Eq. 8); the critic only judges."""
         self.purifier.train()
         self.critic.requires_grad_(False)
-        purified = self.purifier(x_adv)
+        purified = self.train_purifier(x_adv)
         losses = self.objective.purifier_loss(self.critic, x, purified)
         self.opt_p.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -99,7 +106,7 @@ class NRPTrainer:
     def update_critic(self, x: torch.Tensor, purified: torch.Tensor) -> torch.Tensor:
         """Alg. 2 line 6: one step of the critic to classify x from P(x')."""
         self.critic.train()
-        critic_loss = self.objective.critic_loss(self.critic, x, purified)
+        critic_loss = self.objective.critic_loss(self.train_critic, x, purified)
         self.opt_c.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.opt_c.step()
@@ -157,12 +164,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def train_nrp(config: dict[str, Any], resume: bool = True) -> Path:
     seed = int(config.get("seed", 0))
     seed_everything(seed)
-    device = pick_device(config.get("device", "auto"))
+    ctx = Distributed.from_env(pick_device(config.get("device", "auto")))
+    device = ctx.device
     tc = config["train"]
     x_train = load_dataset(config["data"], "train")[0].to(device)  # labels are never used
     x_val, _ = load_dataset(config["data"], "test")
     x_val = x_val[: int(tc.get("val_images", 1000))].to(device)
     trainer = NRPTrainer(config, device)
+    trainer.distribute(ctx)
     epochs, bs = int(tc["epochs"]), int(tc["batch_size"])
     per_epoch = steps_per_epoch(len(x_train), bs)
     every = int(tc.get("checkpoint_every", 200))
@@ -177,7 +186,8 @@ def train_nrp(config: dict[str, Any], resume: bool = True) -> Path:
         print(f"{config['name']}: resuming at epoch {epoch + 1}, step {step}")
 
     def save(epoch: int, step: int) -> None:
-        ckpt.save({"trainer": trainer.state_dict(), "epoch": epoch, "step": step})
+        if ctx.is_main:
+            ckpt.save({"trainer": trainer.state_dict(), "epoch": epoch, "step": step})
 
     # A wall-clock budget lets a run stop cleanly (checkpoint + weights) and resume later,
     # e.g. across CPU sessions or inside a GPU lease.
@@ -188,15 +198,15 @@ def train_nrp(config: dict[str, Any], resume: bool = True) -> Path:
         bar = progress(per_epoch, step, f"{config['name']} epoch {epoch + 1}/{epochs}")
         running: dict[str, float] = {}
         for idx in batch_order(len(x_train), bs, seed, epoch, start=step):
-            if time.time() > deadline:
+            if ctx.any(time.time() > deadline):
                 stopped_early = True
                 break
-            metrics = trainer.step(x_train[idx.to(device)])
+            metrics = trainer.step(x_train[ctx.shard(idx).to(device)])
             running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in metrics.items()}
             step += 1
             bar.update(1)
             bar.set_postfix(feat=f"{running['feat']:.4f}", img=f"{running['img']:.4f}")
-            if step % every == 0:
+            if step % every == 0 and ctx.is_main:
                 log.write(
                     {
                         "epoch": epoch + 1,
@@ -211,11 +221,12 @@ def train_nrp(config: dict[str, Any], resume: bool = True) -> Path:
             print(f"{config['name']}: time budget reached at epoch {epoch + 1}, step {step}")
             break
         val = trainer.validate(x_val)
-        val_log.write({"epoch": epoch + 1, **{k: round(v, 5) for k, v in val.items()}})
-        print(
-            f"{config['name']}: epoch {epoch + 1} "
-            + " ".join(f"{k}={v:.4f}" for k, v in val.items())
-        )
+        if ctx.is_main:
+            val_log.write({"epoch": epoch + 1, **{k: round(v, 5) for k, v in val.items()}})
+            print(
+                f"{config['name']}: epoch {epoch + 1} "
+                + " ".join(f"{k}={v:.4f}" for k, v in val.items())
+            )
         epoch, step = epoch + 1, 0
         save(epoch, step)
     summary = {
@@ -226,8 +237,16 @@ def train_nrp(config: dict[str, Any], resume: bool = True) -> Path:
         "device": device_label(device),
         "steps_per_epoch": per_epoch,
         "batch_size": bs,
+        "world_size": ctx.world_size,
     }
-    weights = save_weights(trainer.purifier.cpu(), config["weights"])
-    # Beside the weights: what the exporter copies into card.json's `training`.
-    weights.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    weights = Path(config["weights"])
+    if ctx.enabled:  # every rank's final weights, so that their agreement can be checked
+        rank_dir = Path(config["output_dir"]) / "ranks"
+        save_weights(trainer.purifier.cpu(), rank_dir / f"purifier_rank{ctx.rank}.pt")
+    if ctx.is_main:
+        weights = save_weights(trainer.purifier.cpu(), config["weights"])
+        # Beside the weights: what the exporter copies into card.json's `training`.
+        weights.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    ctx.barrier()
+    ctx.close()
     return weights

@@ -1,0 +1,59 @@
+"""The natural-image table at toy size: unlabelled photo crops, attacks crafted once on
+the source and measured on every target (transfer), fooling rates in every cell."""
+
+import torch
+
+from tests.conftest import REPO, write_yaml
+from training.config import load_config
+from training.evaluate import Evaluation, markdown_table
+from training.models import build_model
+
+
+def test_transfer_table_on_photos(tmp_path):
+    torch.manual_seed(0)
+    purifier = {"arch": "nrp_unet", "nf": 4, "width": 8, "gc": 4, "blocks": 1}
+    torch.save(build_model(purifier).state_dict(), tmp_path / "p.pt")
+    purifier_cfg = write_yaml(
+        tmp_path / "p.yaml", {"purifier": purifier, "weights": str(tmp_path / "p.pt")}
+    )
+    config = load_config(
+        REPO / "training" / "configs" / "photo_eval.yaml",
+        [
+            "data.test_crops=4",
+            "data.num_images=4",
+            "data.crop=64",
+            "batch_size=4",
+            f"purifiers.nrp={purifier_cfg}",
+        ],
+    )
+    keep = {"FGSM 16/255", "DIM 16/255", "TI-DIM 16/255", "SSP 16/255", "BPDA+PGD-10 16/255"}
+    config["attacks"] = [
+        {**a, **({"steps": 2} if "steps" in a else {})}
+        for a in config["attacks"]
+        if a["name"] in keep
+    ]
+    ev = Evaluation(config)
+    assert ev.y is None and ev.source is not None
+    tables = {}
+    for name, spec in config["targets"].items():
+        rows: list = []
+        ev.evaluate_target(build_model(spec).eval(), rows)
+        tables[name] = rows
+    clean = tables["mobilenet_v2"][0]
+    assert clean["attack"] == "clean" and clean["error"]["none"] == 0.0  # its own reference
+    for rows in tables.values():
+        assert [r["attack"] for r in rows[1:]] == [a["name"] for a in config["attacks"]]
+        for row in rows:
+            assert all(v is None or 0 <= v <= 100 for v in row["error"].values())
+    # FGSM at 16/255 against the model it was crafted on fools it at least sometimes.
+    assert tables["mobilenet_v2"][1]["error"]["none"] > 0
+    result = {
+        "num_images": 4,
+        "device": "cpu",
+        "command": "x",
+        "defenses": list(ev.defenses),
+        "labelled": False,
+        "source": config["source"],
+        "targets": {k: {"rows": v} for k, v in tables.items()},
+    }
+    assert "Fooling rate" in markdown_table(result)
