@@ -1,12 +1,54 @@
-"""One image through one model: planes -> tiles -> batcher -> stitched result."""
+"""One image through one model: decode -> planes -> tiles -> batcher -> stitched result
+-> encode."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import numpy as np
 
 from service.batcher import BatchStats
-from service.imaging import cut, from_model_planes, plan_tiles, stitch, to_model_planes
-from service.state import ModelRuntime
+from service.imaging import (
+    DecodedImage,
+    cut,
+    decode,
+    encode,
+    from_model_planes,
+    plan_tiles,
+    stitch,
+    to_model_planes,
+)
+from service.state import ModelRuntime, ServiceState
+
+# Decode and encode run in the codec pool, never on the event loop: a small body can
+# declare a large image. (Decoding images up to 64x64 inline was measured: no gain at
+# 28x28, 165 vs 175 images/s at concurrency 32 on 2 cores.)
+
+
+async def decode_image(state: ServiceState, runtime: ModelRuntime, data: bytes) -> DecodedImage:
+    started = time.perf_counter()
+    decoded = await asyncio.get_running_loop().run_in_executor(
+        state.codec_pool, decode, data, runtime.engine.channels, state.settings.max_pixels
+    )
+    state.metrics.decode.labels(runtime.entry.name).observe(time.perf_counter() - started)
+    return decoded
+
+
+async def encode_image(
+    state: ServiceState,
+    runtime: ModelRuntime,
+    decoded: DecodedImage,
+    purified: np.ndarray,
+    fmt: str,
+    quality: int,
+) -> tuple[bytes, str]:
+    started = time.perf_counter()
+    out = await asyncio.get_running_loop().run_in_executor(
+        state.codec_pool, encode, decoded, purified, fmt, quality
+    )
+    state.metrics.encode.labels(runtime.entry.name).observe(time.perf_counter() - started)
+    return out
 
 
 async def purify_pixels(

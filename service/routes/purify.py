@@ -11,8 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from service.errors import ServiceError
-from service.imaging import decode, encode
-from service.pipeline import distances, purify_pixels
+from service.pipeline import decode_image, distances, encode_image, purify_pixels
 from service.routes.tracking import TrackedRequest
 from service.state import ServiceState
 
@@ -113,22 +112,15 @@ async def purify(
         runtime = state.model(model)
         name = runtime.entry.name
         data = await image_bytes(request, settings.max_body_bytes, settings.body_timeout_s)
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        decoded = await loop.run_in_executor(
-            state.codec_pool, decode, data, runtime.engine.channels, settings.max_pixels
-        )
-        metrics.decode.labels(name).observe(time.perf_counter() - t0)
+        decoded = await decode_image(state, runtime, data)
         deadline = started + settings.request_timeout_s
         purified, stats = await purify_pixels(
             runtime, decoded.pixels, deadline, settings.tile_overlap
         )
         l2, linf = distances(decoded.pixels, purified)
-        t0 = time.perf_counter()
-        body, media_type = await loop.run_in_executor(
-            state.codec_pool, encode, decoded, purified, format, quality or settings.jpeg_quality
+        body, media_type = await encode_image(
+            state, runtime, decoded, purified, format, quality or settings.jpeg_quality
         )
-        metrics.encode.labels(name).observe(time.perf_counter() - t0)
         metrics.request.labels(name).observe(time.perf_counter() - started)
         return Response(
             body,

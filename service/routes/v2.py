@@ -9,8 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from service.errors import ServiceError
-from service.imaging import decode, encode
-from service.pipeline import purify_pixels
+from service.pipeline import decode_image, encode_image, purify_pixels
 from service.routes.purify import read_body
 from service.routes.tracking import TrackedRequest
 from service.state import ServiceState
@@ -126,14 +125,11 @@ async def _purify_tensor(
 
 
 async def _purify_encoded(state: ServiceState, runtime, blob: bytes, deadline: float) -> bytes:
-    loop = asyncio.get_running_loop()
-    decoded = await loop.run_in_executor(
-        state.codec_pool, decode, blob, runtime.engine.channels, state.settings.max_pixels
-    )
+    decoded = await decode_image(state, runtime, blob)
     purified, _ = await purify_pixels(
         runtime, decoded.pixels, deadline, state.settings.tile_overlap
     )
-    body, _ = await loop.run_in_executor(
-        state.codec_pool, encode, decoded, purified, "same", state.settings.jpeg_quality
+    body, _ = await encode_image(
+        state, runtime, decoded, purified, "same", state.settings.jpeg_quality
     )
     return body
