@@ -1,0 +1,41 @@
+"""Channel-wise Activation Suppressing (CAS; Bai et al., ICLR 2021), a module inserted
+after a block of the classifier to defend.
+
+The copy of the paper in ../shared/papers/ stops after the introduction, so this follows
+the published method (Sec. 4.1 of the ICLR paper):
+- the block's activation f (N, K, H, W) is globally average-pooled to f_hat (N, K);
+- an auxiliary linear classifier M (K -> C classes, no bias) gives p_hat = softmax(f_hat M);
+- the column M_c is the channel importance for class c, and the activation is
+  re-weighted channel-wise: f_tilde = f * M_y with the true label y in training, and with
+  the auxiliary prediction y_hat = argmax p_hat at test time;
+- each CAS module adds a cross-entropy L_CAS(p_hat, y); the training loss is
+  L = CE(p(x'), y) + beta / S * sum_s L_CAS^s with beta = 2 (`cas_loss`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CAS(nn.Module):
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.importance = nn.Linear(channels, num_classes, bias=False)  # M: K -> C
+        self.aux_logits: torch.Tensor | None = None  # p_hat's logits of the last forward
+
+    def forward(self, f: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.importance(f.mean(dim=(2, 3)))  # f_hat M
+        self.aux_logits = logits
+        cls = labels if labels is not None else logits.argmax(1)
+        weights = self.importance.weight[cls]  # (N, K): M_y, or M_y_hat at test time
+        return f * weights[:, :, None, None]
+
+
+def cas_loss(modules: list[CAS], labels: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
+    """beta / S * sum_s CE(p_hat^s, y) over the S CAS modules' last forward."""
+    losses = [F.cross_entropy(m.aux_logits, labels) for m in modules if m.aux_logits is not None]
+    if not losses:
+        raise ValueError("no CAS module has run a forward pass")
+    return beta * torch.stack(losses).mean()
