@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # HTTP and security
     api_key: SecretStr | None = Field(
         None,
-        description="when set, every route but the health probes needs "
+        description="when set, every route but the health probes and the page at / needs "
         "`Authorization: Bearer KEY` or `X-API-Key: KEY` (401 otherwise)",
     )
     cors_origins: list[str] = Field(

@@ -27,8 +27,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REQUEST_ID_HEADER = "x-request-id"
 # A caller's id is kept when it is short and plain (it lands in our logs).
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
-# Probes and scrapers must work without credentials.
-OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
+# Probes must work without credentials; the page at / is static (it asks for the key).
+OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/")
 WORK_PATHS = re.compile(r"^(/purify|/v2/models/[^/]+(/versions/[^/]+)?/infer)$")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")

@@ -62,9 +62,11 @@ def test_api_key_is_required_on_work_and_metadata_routes(locked, png):
     assert httpx.post(f"{locked.url}/purify", content=png, headers=header).status_code == 200
 
 
-def test_probes_need_no_key(locked):
+def test_probes_and_the_page_need_no_key(locked):
     assert httpx.get(f"{locked.url}/v2/health/ready").status_code == 200
     assert httpx.get(f"{locked.url}/v2/health/live").status_code == 200
+    page = httpx.get(f"{locked.url}/")
+    assert page.status_code == 200 and 'id="key"' in page.text  # the page asks for the key
 
 
 def test_cors_allows_only_the_configured_origin(locked):
