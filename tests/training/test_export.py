@@ -86,3 +86,13 @@ def test_parity_check_fails_loudly_on_a_mismatch(tmp_path):
         net.conv_last.bias += 0.01  # the torch model now differs from the exported graph
     with pytest.raises(ExportError, match="parity failed"):
         check_parity(net, path, x)
+
+
+def test_serving_sized_purifier_exports_with_parity_at_odd_sizes(tmp_path):
+    """nrp_unet pads to a multiple of 4 inside the graph: the ONNX model must agree with
+    torch at sizes that need the padding, and keep the dynamic shapes."""
+    torch.manual_seed(0)
+    net = build_model({"arch": "nrp_unet", "nf": 4, "width": 8, "gc": 4, "blocks": 1}).eval()
+    path = export_onnx(net, tmp_path / "model.onnx", channels=3, sample_hw=(32, 32))
+    inputs = [torch.rand(1, 3, 37, 61), torch.rand(2, 3, 64, 48), torch.rand(1, 3, 5, 3)]
+    assert check_parity(net, path, inputs) <= 1e-4

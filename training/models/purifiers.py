@@ -7,6 +7,7 @@ the model contract requires."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -72,10 +73,10 @@ class NRPUNet(nn.Module):
     """A serving-sized NRP generator: NRP's dense basic blocks run at 1/4 resolution in a
     U-Net shape, so a 224x224 image costs a few GFLOPs instead of the released
     generator's ~1 TFLOP. Skips carry features between levels (as NRP's own trunk skip
-    does), never the input image to the output. H and W must be multiples of 4
-    (`size_multiple`; the service pads to its shape buckets)."""
+    does), never the input image to the output. Any H and W: the input is padded (edge
+    replication) to a multiple of 4 inside the graph and the output cropped back."""
 
-    size_multiple = 4
+    size_multiple = 1
 
     def __init__(
         self, in_channels: int = 3, nf: int = 16, width: int = 48, gc: int = 24, blocks: int = 2
@@ -95,13 +96,15 @@ class NRPUNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2], x.shape[3]
+        x = F.pad(x, (0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4), mode="replicate")
         f0 = self.head(x)
         f1 = self.down1(f0)
         f2 = self.down2(f1)
         f2 = f2 + self.trunk_conv(self.trunk(f2))
         u1 = self.up2(f2) + f1
         out = self.tail(self.up1(u1) + f0)
-        return out.clamp(0.0, 1.0)
+        return out[:, :, :h, :w].clamp(0.0, 1.0)
 
 
 def nrp_unet(
