@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextvars
 import hmac
-import json
 import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from starlette.responses import Response
+
+from service.errors import error_response
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -92,18 +95,17 @@ class ServiceMiddleware:
             await send(message)
 
         path = scope["path"]
+        is_work = WORK_PATHS.match(path) is not None
         try:
             if self.api_key and path not in OPEN_PATHS and not self._authorised(scope):
-                await self._reject(send_with_id, 401, "unauthorized", "missing or wrong API key")
-            elif WORK_PATHS.match(path) and self.in_flight >= self.max_concurrent:
-                await self._reject(
-                    send_with_id,
-                    503,
-                    "too_many_requests",
-                    f"{self.in_flight} requests in flight (PURIFIER_MAX_CONCURRENT_REQUESTS)",
-                    retry_after=1,
-                )
-            elif WORK_PATHS.match(path):
+                rejection = error_response(401, "unauthorized", "missing or wrong API key")
+                rejection.headers["www-authenticate"] = 'Bearer realm="purifier"'
+                await self._reject(rejection, "unauthorized", scope, receive, send_with_id)
+            elif is_work and self.in_flight >= self.max_concurrent:
+                message = f"{self.in_flight} requests in flight (PURIFIER_MAX_CONCURRENT_REQUESTS)"
+                rejection = error_response(503, "too_many_requests", message, retry_after=1)
+                await self._reject(rejection, "too_many_requests", scope, receive, send_with_id)
+            elif is_work:
                 self.in_flight += 1
                 try:
                     await self.app(scope, receive, send_with_id)
@@ -127,18 +129,8 @@ class ServiceMiddleware:
         return key is not None and hmac.compare_digest(key.encode(), self.api_key or b"")
 
     async def _reject(
-        self, send: Send, status: int, code: str, message: str, retry_after: int | None = None
+        self, response: Response, code: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
         if self.on_reject is not None:
             self.on_reject(code)
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        if status == 401:
-            headers.append((b"www-authenticate", b'Bearer realm="purifier"'))
-        if retry_after is not None:
-            headers.append((b"retry-after", str(retry_after).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await response(scope, receive, send)
