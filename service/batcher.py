@@ -129,10 +129,11 @@ class DynamicBatcher:
         self, arrays: list[np.ndarray], deadline: float
     ) -> tuple[list[np.ndarray], BatchStats]:
         """Queue images of one request; wait for all of them (or the deadline)."""
-        self._admit(arrays, deadline)
+        costs = [self._cost.get(a.shape, 0.0) for a in arrays]
+        self._admit(len(arrays), sum(costs), deadline)
         loop = asyncio.get_running_loop()
         items = [
-            _Item(a, loop.create_future(), deadline, self._cost.get(a.shape, 0.0)) for a in arrays
+            _Item(a, loop.create_future(), deadline, c) for a, c in zip(arrays, costs, strict=True)
         ]
         self._pending += len(items)
         self._queued_cost += sum(item.cost for item in items)
@@ -157,12 +158,12 @@ class DynamicBatcher:
         )
         return [r[0] for r in results], stats
 
-    def _admit(self, arrays: list[np.ndarray], deadline: float) -> None:
-        if self._pending + len(arrays) > self.max_queue_size:
+    def _admit(self, count: int, cost: float, deadline: float) -> None:
+        if self._pending + count > self.max_queue_size:
             raise QueueFullError(f"{self._pending} images already queued")
         if not self._pending:
             return  # an idle model takes any request, however long it runs
-        finish = self._queued_cost + sum(self._cost.get(a.shape, 0.0) for a in arrays)
+        finish = self._queued_cost + cost
         limit = min(self.max_queue_wait, deadline - time.perf_counter())
         if finish > limit:
             raise QueueFullError(
