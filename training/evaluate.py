@@ -27,7 +27,7 @@ from torch import nn
 from training.attacks import BPDAWrapper, build_attack
 from training.config import load_config, seed_everything
 from training.data.registry import load_dataset
-from training.defenses import Defense, PurifierDefense, build_baseline
+from training.defenses import Defense, PurifierDefense, build_baseline, identity
 from training.loop import device_label, pick_device
 from training.models import build_feature_extractor, build_model, load_weights
 
@@ -112,11 +112,10 @@ class Evaluation:
         """Append one row per attack to `rows` (calling on_row after each, so partial
         tables survive a stop); return a few adversarial examples per attack."""
         x, batch = self.x, self.batch
-        identity = self.defenses.get("none") or build_baseline({"kind": "none"})
         # What counts as wrong: the label, or (no labels) the target's clean top-1.
-        y = self.y if self.y is not None else predict(target, x, identity, batch)
+        y = self._reference(target)
         attacked = self.source if self.source is not None else target
-        y_attack = self.y if self.y is not None else predict(attacked, x, identity, batch)
+        y_attack = y if attacked is target else self._reference(attacked)
         rows.append(
             {
                 "attack": "clean",
@@ -169,6 +168,10 @@ class Evaluation:
                 flush=True,
             )
         return examples
+
+    def _reference(self, model: nn.Module) -> torch.Tensor:
+        """The labels, or (no labels) the model's own clean top-1."""
+        return self.y if self.y is not None else predict(model, self.x, identity, self.batch)
 
     def _craft(
         self, attack_name: str, defense: str, attack: Any, model: nn.Module, y: torch.Tensor

@@ -22,13 +22,10 @@ import torch
 from training.attacks.ssp import SSP
 from training.config import load_config, seed_everything
 from training.data.photos import PhotoCrops
+from training.defenses import identity
+from training.evaluate import predict
 from training.loop import device_label, pick_device
 from training.models import FeatureExtractor, build_model
-
-
-@torch.no_grad()
-def top1(model: torch.nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
-    return torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)])
 
 
 def compare_layers(config: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +39,7 @@ def compare_layers(config: dict[str, Any]) -> dict[str, Any]:
         name: build_model(spec).to(device) for name, spec in config["targets"].items()
     }
     bs = int(config.get("batch_size", 32))
-    clean = {name: top1(model, x, bs) for name, model in targets.items()}
+    clean = {name: predict(model, x, identity, bs) for name, model in targets.items()}
     rows = []
     for layer in config["layers"]:
         started = time.time()
@@ -62,7 +59,7 @@ def compare_layers(config: dict[str, Any]) -> dict[str, Any]:
             "seconds": round(time.time() - started, 1),
         }
         for name, model in targets.items():
-            fooled = (top1(model, adv, bs) != clean[name]).float().mean().item()
+            fooled = (predict(model, adv, identity, bs) != clean[name]).float().mean().item()
             row[f"fooling_{name}"] = round(100 * fooled, 2)
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -74,18 +74,18 @@ SOURCES: dict[str, tuple[str, str, dict[str, list[str]]]] = {
         WALLPAPERS,
         "Debian package plasma-workspace-wallpapers",
         {
-            name.lower(): [f"{name}/contents/images/{size}"]
-            for name, size in (
-                ("BytheWater", "2560x1600.jpg"),
-                ("ColdRipple", "2560x1600.jpg"),
-                ("ColorfulCups", "2560x1600.jpg"),
-                ("DarkestHour", "2560x1600.jpg"),
-                ("EveningGlow", "2560x1600.jpg"),
-                ("FallenLeaf", "2560x1600.jpg"),
-                ("Grey", "2560x1600.jpg"),
-                ("OneStandsOut", "2560x1600.jpg"),
-                ("Path", "2560x1600.jpg"),
-                ("summer_1am", "2560x1600.jpg"),
+            name.lower(): [f"{name}/contents/images/2560x1600.jpg"]
+            for name in (
+                "BytheWater",
+                "ColdRipple",
+                "ColorfulCups",
+                "DarkestHour",
+                "EveningGlow",
+                "FallenLeaf",
+                "Grey",
+                "OneStandsOut",
+                "Path",
+                "summer_1am",
             )
         },
     ),
@@ -228,12 +228,6 @@ class PhotoCrops:
     def tensor(self) -> torch.Tensor:
         """All of them at once (validation and evaluation sets)."""
         return self[torch.arange(self.count)]
-
-
-def load_photos(
-    split: str, count: int, size: int, min_scale: float = 0.1, seed: int = 0
-) -> PhotoCrops:
-    return PhotoCrops(split, count, size, min_scale, seed)
 
 
 if __name__ == "__main__":
