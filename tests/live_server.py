@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +22,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    """Poll `condition` (HTTP errors count as not yet) until true or `timeout` passes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if condition():
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    return False
+
+
+def is_ready(url: str) -> bool:
+    return httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200
 
 
 class Server:
@@ -47,17 +64,13 @@ class Server:
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready: {self.log.read_text()[-2000:]}")
+            return is_ready(self.url)
+
+        if not wait_for(ready, timeout):
+            raise TimeoutError(f"server not ready: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -114,14 +127,8 @@ def in_process_server(**settings) -> Iterator[tuple[str, object]]:
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        if not wait_for(lambda: is_ready(url), 60):
+            raise TimeoutError(f"in-process server at {url} not ready after 60 s")
         yield url, app
     finally:
         server.should_exit = True

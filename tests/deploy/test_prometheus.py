@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -17,7 +16,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.deploy.test_compose import dashboard_queries
-from tests.live_server import free_port
+from tests.live_server import free_port, wait_for
 from tests.service.conftest import encode_image, fmnist_images
 
 PROMETHEUS = shutil.which("prometheus")
@@ -52,23 +51,11 @@ def prometheus(purifier, tmp_path_factory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200, 30)
+        wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200, 30, 0.5)
         yield url
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if condition():
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    return False
 
 
 def query(url: str, promql: str) -> dict:
@@ -98,7 +85,7 @@ def test_prometheus_reads_back_the_requests_sent(purifier, prometheus):
         sent[str(r.status_code)] += 1
     assert sent == {"200": 7, "415": 2}
 
-    assert wait_for(lambda: counts_by_status(prometheus) == dict(sent), 30), (
+    assert wait_for(lambda: counts_by_status(prometheus) == dict(sent), 30, 0.5), (
         counts_by_status(prometheus),
         sent,
     )
@@ -107,7 +94,7 @@ def test_prometheus_reads_back_the_requests_sent(purifier, prometheus):
 
 
 def test_every_dashboard_query_evaluates(purifier, prometheus):
-    assert wait_for(lambda: query(prometheus, "purifier_batch_size_count")["result"], 30)
+    assert wait_for(lambda: query(prometheus, "purifier_batch_size_count")["result"], 30, 0.5)
     for expr in dashboard_queries():
         promql = expr.replace("$__rate_interval", "1m").replace("$model", ".*")
         data = query(prometheus, promql)
