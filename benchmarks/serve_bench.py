@@ -355,11 +355,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     results = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_bench.json").write_text(json.dumps(results, indent=2))
-    (args.out / "serve_bench.md").write_text(markdown(results))
+    write_report(args.out, "serve_bench", results, markdown(results))
     plot(results, args.out / "serve_bench.png")
-    print(markdown(results))
 
 
 if __name__ == "__main__":
