@@ -1,17 +1,22 @@
 """What every trainer shares: device choice, seeded batch order that survives a resume,
-checkpoints, a CSV metrics log, and a progress bar."""
+checkpoints, a CSV metrics log, a progress bar, and `fit`, the epoch loop that drives a
+purifier trainer (NRP, ARN, ...) with all of them."""
 
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 from tqdm import tqdm
+
+from training.distributed import Distributed
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -109,3 +114,109 @@ def error_rate(
         logits = model(x[i : i + batch_size].to(device))
         wrong += (logits.argmax(1).cpu() != y[i : i + batch_size]).sum().item()
     return 100.0 * wrong / len(x)
+
+
+class PurifierTrainer(Protocol):
+    """What `fit` drives: one gradient step per batch, a validation pass, resumable state."""
+
+    purifier: nn.Module
+
+    def distribute(self, ctx: Distributed) -> None: ...
+    def step(self, *batch: torch.Tensor) -> dict[str, float]: ...
+    def validate(self, *batch: torch.Tensor) -> dict[str, float]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def _to(device: torch.device, tensors: Sequence[Any], idx: torch.Tensor | None = None) -> list:
+    return [(t if idx is None else t[idx]).to(device) for t in tensors]
+
+
+def fit(
+    config: dict[str, Any],
+    trainer: PurifierTrainer,
+    ctx: Distributed,
+    train: Sequence[Any],
+    val: Sequence[Any],
+    resume: bool = True,
+) -> Path:
+    """Train for `train.epochs` over the tensors in `train` (images first, then e.g.
+    labels), checkpointing every `train.checkpoint_every` steps; with `train.max_minutes`
+    stop cleanly (checkpoint + weights) so that the next run resumes where this one
+    stopped (across CPU sessions, or inside a GPU lease). Returns the weights' path."""
+    seed, tc = int(config.get("seed", 0)), config["train"]
+    device = ctx.device
+    trainer.distribute(ctx)
+    epochs, bs = int(tc["epochs"]), int(tc["batch_size"])
+    n = len(train[0])
+    per_epoch = steps_per_epoch(n, bs)
+    every = int(tc.get("checkpoint_every", 200))
+    ckpt, log = Checkpoint(config["output_dir"]), MetricsLog(config["output_dir"])
+    val_log = MetricsLog(config["output_dir"], "validation.csv")
+    val_batch = _to(device, val)
+
+    epoch, step = 0, 0
+    state = ckpt.load() if resume else None
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        epoch, step = state["epoch"], state["step"]
+        print(f"{config['name']}: resuming at epoch {epoch + 1}, step {step}")
+
+    def save(epoch: int, step: int) -> None:
+        if ctx.is_main:
+            ckpt.save({"trainer": trainer.state_dict(), "epoch": epoch, "step": step})
+
+    deadline = time.time() + 60 * float(tc.get("max_minutes", float("inf")))
+    started = time.time()
+    stopped_early = False
+    while epoch < epochs and not stopped_early:
+        bar = progress(per_epoch, step, f"{config['name']} epoch {epoch + 1}/{epochs}")
+        running: dict[str, float] = {}
+        for idx in batch_order(n, bs, seed, epoch, start=step):
+            if ctx.any(time.time() > deadline):
+                stopped_early = True
+                break
+            metrics = trainer.step(*_to(device, train, ctx.shard(idx)))
+            running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in metrics.items()}
+            step += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{running[k]:.4f}" for k in list(running)[:3]})
+            if step % every == 0 and ctx.is_main:
+                row = {k: round(v, 5) for k, v in running.items()}
+                log.write({"epoch": epoch + 1, "step": step, **row})
+                save(epoch, step)
+        bar.close()
+        if stopped_early:
+            save(epoch, step)
+            print(f"{config['name']}: time budget reached at epoch {epoch + 1}, step {step}")
+            break
+        scores = trainer.validate(*val_batch)
+        if ctx.is_main:
+            val_log.write({"epoch": epoch + 1, **{k: round(v, 5) for k, v in scores.items()}})
+            print(
+                f"{config['name']}: epoch {epoch + 1} "
+                + " ".join(f"{k}={v:.4f}" for k, v in scores.items())
+            )
+        epoch, step = epoch + 1, 0
+        save(epoch, step)
+    summary = {
+        "epochs_done": epoch + step / per_epoch,
+        "epochs_planned": epochs,
+        "finished": epoch >= epochs,
+        "wall_s_this_run": round(time.time() - started, 1),
+        "device": device_label(device),
+        "steps_per_epoch": per_epoch,
+        "batch_size": bs,
+        "world_size": ctx.world_size,
+    }
+    weights = Path(config["weights"])
+    if ctx.enabled:  # every rank's final weights, so that their agreement can be checked
+        rank_dir = Path(config["output_dir"]) / "ranks"
+        save_weights(trainer.purifier.cpu(), rank_dir / f"purifier_rank{ctx.rank}.pt")
+    if ctx.is_main:
+        weights = save_weights(trainer.purifier.cpu(), config["weights"])
+        # Beside the weights: what the exporter copies into card.json's `training`.
+        weights.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    ctx.barrier()
+    ctx.close()
+    return weights

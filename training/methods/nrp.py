@@ -8,8 +8,6 @@ critic then learns to tell x from P(x'). No labels are used anywhere.
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +19,7 @@ from training.attacks.ssp import SSP
 from training.config import seed_everything
 from training.data.registry import load_dataset
 from training.distributed import Distributed
-from training.loop import (
-    Checkpoint,
-    MetricsLog,
-    batch_order,
-    device_label,
-    pick_device,
-    progress,
-    save_weights,
-    steps_per_epoch,
-)
+from training.loop import fit, pick_device
 from training.losses import get_distance, ragan_critic_loss, ragan_generator_loss
 from training.models import build_feature_extractor, build_model
 
@@ -162,91 +151,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def train_nrp(config: dict[str, Any], resume: bool = True) -> Path:
-    seed = int(config.get("seed", 0))
-    seed_everything(seed)
+    seed_everything(int(config.get("seed", 0)))
     ctx = Distributed.from_env(pick_device(config.get("device", "auto")))
-    device = ctx.device
-    tc = config["train"]
-    x_train = load_dataset(config["data"], "train")[0].to(device)  # labels are never used
+    x_train = load_dataset(config["data"], "train")[0]  # labels are never used
     x_val, _ = load_dataset(config["data"], "test")
-    x_val = x_val[: int(tc.get("val_images", 1000))].to(device)
-    trainer = NRPTrainer(config, device)
-    trainer.distribute(ctx)
-    epochs, bs = int(tc["epochs"]), int(tc["batch_size"])
-    per_epoch = steps_per_epoch(len(x_train), bs)
-    every = int(tc.get("checkpoint_every", 200))
-    ckpt, log = Checkpoint(config["output_dir"]), MetricsLog(config["output_dir"])
-    val_log = MetricsLog(config["output_dir"], "validation.csv")
-
-    epoch, step = 0, 0
-    state = ckpt.load() if resume else None
-    if state is not None:
-        trainer.load_state_dict(state["trainer"])
-        epoch, step = state["epoch"], state["step"]
-        print(f"{config['name']}: resuming at epoch {epoch + 1}, step {step}")
-
-    def save(epoch: int, step: int) -> None:
-        if ctx.is_main:
-            ckpt.save({"trainer": trainer.state_dict(), "epoch": epoch, "step": step})
-
-    # A wall-clock budget lets a run stop cleanly (checkpoint + weights) and resume later,
-    # e.g. across CPU sessions or inside a GPU lease.
-    deadline = time.time() + 60 * float(tc.get("max_minutes", float("inf")))
-    started = time.time()
-    stopped_early = False
-    while epoch < epochs and not stopped_early:
-        bar = progress(per_epoch, step, f"{config['name']} epoch {epoch + 1}/{epochs}")
-        running: dict[str, float] = {}
-        for idx in batch_order(len(x_train), bs, seed, epoch, start=step):
-            if ctx.any(time.time() > deadline):
-                stopped_early = True
-                break
-            metrics = trainer.step(x_train[ctx.shard(idx).to(device)])
-            running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in metrics.items()}
-            step += 1
-            bar.update(1)
-            bar.set_postfix(feat=f"{running['feat']:.4f}", img=f"{running['img']:.4f}")
-            if step % every == 0 and ctx.is_main:
-                log.write(
-                    {
-                        "epoch": epoch + 1,
-                        "step": step,
-                        **{k: round(v, 5) for k, v in running.items()},
-                    }
-                )
-                save(epoch, step)
-        bar.close()
-        if stopped_early:
-            save(epoch, step)
-            print(f"{config['name']}: time budget reached at epoch {epoch + 1}, step {step}")
-            break
-        val = trainer.validate(x_val)
-        if ctx.is_main:
-            val_log.write({"epoch": epoch + 1, **{k: round(v, 5) for k, v in val.items()}})
-            print(
-                f"{config['name']}: epoch {epoch + 1} "
-                + " ".join(f"{k}={v:.4f}" for k, v in val.items())
-            )
-        epoch, step = epoch + 1, 0
-        save(epoch, step)
-    summary = {
-        "epochs_done": epoch + step / per_epoch,
-        "epochs_planned": epochs,
-        "finished": epoch >= epochs,
-        "wall_s_this_run": round(time.time() - started, 1),
-        "device": device_label(device),
-        "steps_per_epoch": per_epoch,
-        "batch_size": bs,
-        "world_size": ctx.world_size,
-    }
-    weights = Path(config["weights"])
-    if ctx.enabled:  # every rank's final weights, so that their agreement can be checked
-        rank_dir = Path(config["output_dir"]) / "ranks"
-        save_weights(trainer.purifier.cpu(), rank_dir / f"purifier_rank{ctx.rank}.pt")
-    if ctx.is_main:
-        weights = save_weights(trainer.purifier.cpu(), config["weights"])
-        # Beside the weights: what the exporter copies into card.json's `training`.
-        weights.with_suffix(".json").write_text(json.dumps(summary, indent=2))
-    ctx.barrier()
-    ctx.close()
-    return weights
+    x_val = x_val[: int(config["train"].get("val_images", 1000))]
+    trainer = NRPTrainer(config, ctx.device)
+    return fit(config, trainer, ctx, (x_train,), (x_val,), resume)
