@@ -32,6 +32,7 @@ from training.loop import device_label, pick_device
 from training.models import build_feature_extractor, build_model, load_weights
 
 NOT_APPLICABLE = None  # a cell where the attack cannot be run against that defense
+NOT_RUN = "not run"  # a cell left out by the config's `only` (e.g. too slow on this machine)
 
 
 def load_target(spec: str | Path | dict[str, Any], device: torch.device) -> nn.Module:
@@ -133,7 +134,7 @@ class Evaluation:
             attack = build_attack(spec, self.features)
             t0 = time.time()
             adaptive = spec.get("adaptive")
-            errors: dict[str, float | None] = {}
+            errors: dict[str, float | str | None] = {}
             stats = None
             if adaptive is None:
                 x_adv = self._craft(spec["name"], "-", attack, attacked, y_attack)
@@ -143,6 +144,9 @@ class Evaluation:
                     errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
             else:
                 for name, defense in self.defenses.items():
+                    if name not in spec.get("only", self.defenses):
+                        errors[name] = NOT_RUN
+                        continue
                     front = self._adaptive_front(adaptive, name, defense)
                     if front is None:
                         errors[name] = NOT_APPLICABLE
@@ -201,13 +205,20 @@ def budget_text(spec: dict[str, Any]) -> str:
         return f"L2 {spec['l2_eps']}"
     if spec["kind"] == "cw":
         return f"L2 min (c={spec.get('c', 1.0)})"
+    if spec["kind"] == "spatial":
+        return (
+            f"rot {spec.get('max_rotation', 30.0)} deg, shift {spec.get('max_translation', 3.0)} px"
+        )
     return "-"
 
 
 def attack_kind(spec: dict[str, Any]) -> str:
     if spec.get("adaptive"):
         return f"adaptive ({spec['adaptive']})"
-    return "seen" if spec.get("seen") else "unseen"
+    seen = spec.get("seen")
+    if isinstance(seen, (str, list)):  # seen by some purifiers only
+        return "seen by " + (seen if isinstance(seen, str) else ", ".join(seen))
+    return "seen" if seen else "unseen"
 
 
 def evaluate_from_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -229,6 +240,7 @@ def evaluate_from_config(path: str | Path, overrides: list[str] | None = None) -
         "device": device_label(ev.device),
         "defenses": list(ev.defenses),
         "purifiers": list(ev.purifiers),
+        "purifier_configs": dict(config["purifiers"]),
         "targets": {},
     }
     examples = None
@@ -259,7 +271,9 @@ def evaluate_from_config(path: str | Path, overrides: list[str] | None = None) -
     return result
 
 
-def format_cell(value: float | None) -> str:
+def format_cell(value: float | str | None) -> str:
+    if isinstance(value, str):
+        return value
     return "n/a" if value is None else f"{value:.1f}"
 
 

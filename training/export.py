@@ -152,7 +152,6 @@ def build_card(
     channels = int(spec.get("in_channels", 3))
     summary_path = Path(config["weights"]).with_suffix(".json")
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    fe = config["feature_extractor"]
     return {
         "name": config["name"],
         "version": version,
@@ -169,10 +168,7 @@ def build_card(
         "architecture": spec,
         "training": {
             "dataset": ex.get("dataset", config["data"].get("dataset")),
-            "feature_extractor": {"model": fe["model"], "layer": fe["layer"]},
-            "attacks": ["SSP (NRP Algorithm 1)"],
-            "eps": config["ssp"]["eps"],
-            "steps": config["ssp"]["steps"],
+            **training_inputs(config),
             "seed": config.get("seed", 0),
             "config": config.get("_path"),
             "loss": config.get("loss"),
@@ -180,11 +176,41 @@ def build_card(
             "run": summary,
             "git_commit": git_commit(),
         },
-        "evaluation": evaluation_summary(evaluation, config["name"]) if evaluation else None,
+        "evaluation": evaluation_summary(evaluation, purifier_column(evaluation, config))
+        if evaluation
+        else None,
     }
 
 
-def evaluation_summary(result: dict[str, Any], purifier_name: str) -> dict[str, Any]:
+def training_inputs(config: dict[str, Any]) -> dict[str, Any]:
+    """What the purifier learnt from: NRP's self-supervised SSP in a feature extractor's
+    space, or ARN's seen attacks crafted on a target classifier."""
+    if config["method"] == "arn":
+        return {
+            "target": config["target"]["model"],
+            "attacks": [a.get("name", a["kind"]) for a in config["seen_attacks"]],
+            "seen_attacks": config["seen_attacks"],
+            "include_natural": config.get("include_natural", True),
+        }
+    fe = config["feature_extractor"]
+    return {
+        "feature_extractor": {"model": fe["model"], "layer": fe["layer"]},
+        "attacks": ["SSP (NRP Algorithm 1)"],
+        "eps": config["ssp"]["eps"],
+        "steps": config["ssp"]["steps"],
+    }
+
+
+def purifier_column(result: dict[str, Any], config: dict[str, Any]) -> str:
+    """This purifier's column in a table of several: the one evaluated from this config."""
+    own = Path(config.get("_path") or "").resolve()
+    for column, path in result.get("purifier_configs", {}).items():
+        if Path(path).resolve() == own:
+            return column
+    return next(iter(result["purifiers"]), config["name"])
+
+
+def evaluation_summary(result: dict[str, Any], column: str) -> dict[str, Any]:
     """The measured table, as `purifier eval` wrote it, with the command that produced it."""
     return {
         "command": result["command"],
@@ -192,7 +218,7 @@ def evaluation_summary(result: dict[str, Any], purifier_name: str) -> dict[str, 
         "device": result["device"],
         "metric": "top-1 error (%)",
         "defenses": result["defenses"],
-        "purifier_column": next(iter(result["purifiers"]), purifier_name),
+        "purifier_column": column,
         "targets": {
             name: [
                 {

@@ -56,3 +56,42 @@ def ragan_critic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> t
     real_vs_fake = F.binary_cross_entropy_with_logits(real_logits - fake_logits.mean(), ones)
     fake_vs_real = F.binary_cross_entropy_with_logits(fake_logits - real_logits.mean(), zeros)
     return 0.5 * (real_vs_fake + fake_vs_real)
+
+
+# ARN (Zhou et al. 2021), Eq. 1-6. Sums over pixels / code units per image follow the
+# paper's squared L2 norms; means are over the images of a batch.
+
+
+def attack_classification_loss(logits: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: D_A's cross-entropy against the one-hot attack-specific labels."""
+    return F.cross_entropy(logits, attack)
+
+
+def uniform_label_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: E's loss, the cross-entropy of D_A's prediction against the attack-confused
+    label (1/K, ..., 1/K); smallest when D_A cannot tell the attacks apart."""
+    return -F.log_softmax(logits, dim=1).mean(1).mean()
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Eq. 3's KL(P_k || N(0, I)) for a diagonal Gaussian code (closed form, as in a
+    VAE), summed over code units, averaged over images."""
+    kl = -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
+    return kl.flatten(1).sum(1).mean()
+
+
+def squared_l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: ||G(E(x~)) - x||_2^2 per image, averaged over images."""
+    return (a - b).pow(2).flatten(1).sum(1).mean()
+
+
+def image_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 (the standard GAN discriminator loss): natural images real, restored fake."""
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real + fake
+
+
+def image_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 6: -log D_I(G(E(x~)))."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))

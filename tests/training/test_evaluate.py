@@ -109,3 +109,35 @@ def test_baselines_keep_shape_range_and_change_noisy_images(defense, fmnist_test
     assert out.shape == x.shape and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
     assert (out - noisy).abs().mean() > 1e-3
+
+
+def test_only_leaves_cells_not_run_and_seen_names_the_purifiers(eval_config):
+    eval_config["attacks"] = [
+        {"name": "PGD-2", "kind": "pgd", "eps": 0.1, "alpha": 0.05, "steps": 2, "seen": ["nrp"]},
+        {"name": "BPDA", "kind": "pgd", "eps": 0.1, "alpha": 0.05, "steps": 2,
+         "adaptive": "bpda", "only": ["nrp"]},
+    ]  # fmt: skip
+    ev = Evaluation(eval_config)
+    rows: list[dict] = []
+    ev.evaluate_target(load_target(eval_config["targets"]["lenet"], ev.device), rows)
+    assert rows[1]["kind"] == "seen by nrp"
+    assert rows[2]["error"]["none"] == "not run" and rows[2]["error"]["jpeg75"] == "not run"
+    assert 0.0 <= rows[2]["error"]["nrp"] <= 100.0
+
+
+def test_spatial_attack_rotates_and_shifts_without_new_pixels(fmnist_test, tiny_models):
+    from training.attacks import build_attack
+
+    model = load_target(
+        {"arch": "lenet", "in_channels": 1}, torch.device("cpu")
+    )  # random weights: any class change counts
+    x, y = fmnist_test[0][:8], fmnist_test[1][:8]
+    attack = build_attack(
+        {"kind": "spatial", "max_rotation": 20, "max_translation": 2, "num_rotations": 3,
+         "num_translations": 3}
+    )  # fmt: skip
+    adv = attack(model, x, y)
+    assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
+    # A rotation/shift moves mass around, it does not add an L-inf budget of noise: the
+    # total ink stays within what resampling and the border can lose.
+    assert (adv.flatten(1).sum(1) <= x.flatten(1).sum(1) * 1.05 + 1).all()

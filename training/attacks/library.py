@@ -105,6 +105,32 @@ def _ddn(steps: int = 100, l2_eps: float = 2.0, gamma: float = 0.05) -> Attack:
     return run
 
 
+def _spatial(
+    max_translation: float = 3.0,
+    max_rotation: float = 30.0,
+    num_translations: int = 5,
+    num_rotations: int = 5,
+) -> Attack:
+    """Rotation + translation grid search (Engstrom et al.; foolbox's SpatialAttack): a
+    spatially constrained attack with no L-p budget, like ARN's STA rows."""
+
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        import foolbox
+
+        fmodel = foolbox.PyTorchModel(model.eval(), bounds=(0, 1), device=x.device)
+        attack = foolbox.attacks.SpatialAttack(
+            max_translation=max_translation,
+            max_rotation=max_rotation,
+            num_translations=num_translations,
+            num_rotations=num_rotations,
+            grid_search=True,
+        )
+        _, adv, _ = attack(fmodel, x, y)
+        return adv.detach()
+
+    return run
+
+
 ATTACKS: dict[str, Callable[..., Attack]] = {
     "fgsm": _fgsm,
     "pgd": _pgd,
@@ -115,9 +141,10 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "apgd": _apgd,
     "square": _square,
     "ddn": _ddn,
+    "spatial": _spatial,
 }
 # Keys of an attack spec that describe the evaluation, not the attack's parameters.
-_META_KEYS = ("name", "kind", "adaptive", "seen")
+_META_KEYS = ("name", "kind", "adaptive", "seen", "only")
 
 
 def build_attack(spec: dict[str, Any], feature_extractor: nn.Module | None = None) -> Attack:

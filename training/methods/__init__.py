@@ -15,4 +15,8 @@ def get_trainer(method: str) -> Callable[[dict[str, Any], bool], Any]:
         from training.methods.nrp import train_nrp
 
         return train_nrp
-    raise KeyError(f"unknown method {method!r}; known: classifier, nrp")
+    if method == "arn":
+        from training.methods.arn import train_arn
+
+        return train_arn
+    raise KeyError(f"unknown method {method!r}; known: classifier, nrp, arn")

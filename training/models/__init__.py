@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.models.arn import arn, arn_attack_discriminator
 from training.models.critics import vgg_critic
 from training.models.imagenet import efficientnet_lite0_imagenet, mobilenet_v2_imagenet
 from training.models.purifiers import nrp, nrp_unet
@@ -20,6 +21,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg_small": vgg_small,
     "nrp": nrp,
     "nrp_unet": nrp_unet,
+    "arn": arn,
+    "arn_attack_discriminator": arn_attack_discriminator,
     "vgg_critic": vgg_critic,
     # pretrained ImageNet classifiers: their weights come with their packages
     "mobilenet_v2_imagenet": mobilenet_v2_imagenet,
