@@ -1,6 +1,6 @@
 """What every trainer shares: device choice, seeded batch order that survives a resume,
 checkpoints, a CSV metrics log, a progress bar, and `fit`, the epoch loop that drives a
-purifier trainer (NRP, ARN, ...) with all of them."""
+trainer (NRP, ARN, adversarial training) with all of them."""
 
 from __future__ import annotations
 
@@ -116,10 +116,11 @@ def error_rate(
     return 100.0 * wrong / len(x)
 
 
-class PurifierTrainer(Protocol):
-    """What `fit` drives: one gradient step per batch, a validation pass, resumable state."""
+class Trainer(Protocol):
+    """What `fit` drives: one gradient step per batch, a validation pass, resumable state,
+    and `model`, the network whose weights the run produces (a purifier, a classifier)."""
 
-    purifier: nn.Module
+    model: nn.Module
 
     def distribute(self, ctx: Distributed) -> None: ...
     def step(self, *batch: torch.Tensor) -> dict[str, float]: ...
@@ -134,7 +135,7 @@ def _to(device: torch.device, tensors: Sequence[Any], idx: torch.Tensor | None =
 
 def fit(
     config: dict[str, Any],
-    trainer: PurifierTrainer,
+    trainer: Trainer,
     ctx: Distributed,
     train: Sequence[Any],
     val: Sequence[Any],
@@ -212,9 +213,9 @@ def fit(
     weights = Path(config["weights"])
     if ctx.enabled:  # every rank's final weights, so that their agreement can be checked
         rank_dir = Path(config["output_dir"]) / "ranks"
-        save_weights(trainer.purifier.cpu(), rank_dir / f"purifier_rank{ctx.rank}.pt")
+        save_weights(trainer.model.cpu(), rank_dir / f"purifier_rank{ctx.rank}.pt")
     if ctx.is_main:
-        weights = save_weights(trainer.purifier.cpu(), config["weights"])
+        weights = save_weights(trainer.model.cpu(), config["weights"])
         # Beside the weights: what the exporter copies into card.json's `training`.
         weights.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     ctx.barrier()

@@ -59,3 +59,71 @@ def test_cas_loss_is_beta_times_the_mean_cross_entropy_and_trains_the_head():
 def test_cas_loss_needs_a_forward_pass():
     with pytest.raises(ValueError):
         cas_loss([CAS(2, 2)], torch.tensor([0]))
+
+
+def _cas_lenet() -> torch.nn.Module:
+    from training.models import build_model
+
+    return build_model(
+        {"arch": "cas", "base": {"arch": "lenet", "in_channels": 1}, "after": ["relu2"]}
+    )
+
+
+def test_cas_classifier_reweights_by_label_in_training_and_prediction_at_test():
+    torch.manual_seed(0)
+    model = _cas_lenet().eval()
+    x = torch.rand(4, 1, 28, 28)
+    assert model.cas["relu2"].importance.in_features == 64  # LeNet's conv2 channels
+    predicted = model.cas["relu2"]
+    logits = model(x)
+    y_hat = predicted.aux_logits.argmax(1)
+    assert torch.allclose(model(x, y_hat), logits)  # test time = its own prediction's weights
+    other = (y_hat + 1) % 10
+    assert not torch.allclose(model(x, other), logits)
+
+
+def test_cas_classifier_rejects_an_unknown_layer():
+    from training.models import build_model
+
+    with pytest.raises(ValueError, match="unknown layers"):
+        build_model({"arch": "cas", "base": {"arch": "lenet"}, "after": ["conv9"]})
+
+
+@pytest.mark.parametrize("cas", [False, True])
+def test_one_adversarial_training_step_lowers_the_loss_on_its_adversaries(cas, fmnist_test):
+    from training.methods.adversarial import AdversarialTrainer
+
+    base = {"arch": "lenet", "in_channels": 1, "num_classes": 10}
+    model = {"arch": "cas", "base": {"arch": "lenet", "in_channels": 1}, "after": ["relu2"]}
+    config = {
+        "model": model if cas else base,
+        "attack": {"kind": "pgd", "eps": 0.1, "alpha": 0.05, "steps": 2},
+        "train": {"lr": 1e-3},
+    }
+    torch.manual_seed(0)
+    trainer = AdversarialTrainer(config, torch.device("cpu"))
+    assert trainer.cas is cas
+    x, y = fmnist_test[0][:64], fmnist_test[1][:64]
+    trainer.model.eval()
+    x_adv = trainer.attack(trainer.model, x, y)
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+
+    def loss() -> float:
+        trainer.model.train()  # BatchNorm-free LeNet: train mode only routes CAS by label
+        with torch.no_grad():
+            logits = trainer.model(x_adv, y) if cas else trainer.model(x_adv)
+            total = torch.nn.functional.cross_entropy(logits, y)
+            if cas:
+                total = total + cas_loss(trainer.model.cas_modules(), y)
+        return total.item()
+
+    before = loss()
+    for _ in range(3):
+        metrics = trainer.step(x, y)
+    assert loss() < before
+    if cas:  # the auxiliary heads' cross-entropy is part of the loss
+        assert metrics["cas"] > 0 and metrics["loss"] > metrics["ce"]
+    else:
+        assert metrics["loss"] == metrics["ce"]
+    scores = trainer.validate(x[:16], y[:16])
+    assert 0 <= scores["val_clean_err"] <= 100 and 0 <= scores["val_attacked_err"] <= 100

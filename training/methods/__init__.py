@@ -19,4 +19,8 @@ def get_trainer(method: str) -> Callable[[dict[str, Any], bool], Any]:
         from training.methods.arn import train_arn
 
         return train_arn
-    raise KeyError(f"unknown method {method!r}; known: classifier, nrp, arn")
+    if method == "adversarial":
+        from training.methods.adversarial import train_adversarial
+
+        return train_adversarial
+    raise KeyError(f"unknown method {method!r}; known: classifier, nrp, arn, adversarial")

@@ -75,6 +75,11 @@ class ARNTrainer:
         self.opt_da = adam(self.attack_disc.parameters(), lr=tc["lr"], betas=betas)
         self.opt_di = adam(self.critic.parameters(), lr=tc["lr"], betas=betas)
 
+    @property
+    def model(self) -> nn.Module:
+        """What `fit` saves: the purifier."""
+        return self.purifier
+
     def distribute(self, ctx: Distributed) -> None:
         if ctx.enabled:
             raise NotImplementedError("ARN trains in one process (two separate objectives)")

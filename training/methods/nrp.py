@@ -77,6 +77,11 @@ class NRPTrainer:
         self.train_purifier: nn.Module = self.purifier
         self.train_critic: nn.Module = self.critic
 
+    @property
+    def model(self) -> nn.Module:
+        """What `fit` saves: the purifier."""
+        return self.purifier
+
     def distribute(self, ctx: Distributed) -> None:
         self.train_purifier, self.train_critic = ctx.wrap(self.purifier), ctx.wrap(self.critic)
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from training.models.arn import arn, arn_attack_discriminator
+from training.models.cas import cas_classifier
 from training.models.critics import vgg_critic
 from training.models.imagenet import efficientnet_lite0_imagenet, mobilenet_v2_imagenet
 from training.models.purifiers import nrp, nrp_unet
@@ -19,6 +20,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet": lenet,
     "resnet_small": resnet_small,
     "vgg_small": vgg_small,
+    "cas": cas_classifier,
     "nrp": nrp,
     "nrp_unet": nrp_unet,
     "arn": arn,

@@ -39,3 +39,48 @@ def cas_loss(modules: list[CAS], labels: torch.Tensor, beta: float = 2.0) -> tor
     if not losses:
         raise ValueError("no CAS module has run a forward pass")
     return beta * torch.stack(losses).mean()
+
+
+class CASClassifier(nn.Module):
+    """A classifier with CAS modules after named layers of its `features` (the paper
+    puts them after the last convolutional blocks). forward(x, labels) re-weights by the
+    true class in training; forward(x) by the auxiliary prediction, as at test time."""
+
+    def __init__(self, base: nn.Module, after: list[str], num_classes: int) -> None:
+        super().__init__()
+        names = [name for name, _ in base.features.named_children()]
+        unknown = [name for name in after if name not in names]
+        if unknown:
+            raise ValueError(f"CAS after unknown layers {unknown}; choose from {names}")
+        self.base = base
+        channels = self._channels(base, after)
+        self.cas = nn.ModuleDict({name: CAS(channels[name], num_classes) for name in after})
+
+    @staticmethod
+    def _channels(base: nn.Module, after: list[str]) -> dict[str, int]:
+        """Each CAS module's channel count: the latest conv's outputs before its layer."""
+        out, last = {}, None
+        for name, module in base.features.named_modules():
+            convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+            if convs:
+                last = convs[-1].out_channels
+            if name in after:
+                out[name] = last
+        return out
+
+    def cas_modules(self) -> list[CAS]:
+        return list(self.cas.values())
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.base.normalize(x)
+        for name, layer in self.base.features.named_children():
+            h = layer(h)
+            if name in self.cas:
+                h = self.cas[name](h, labels)
+        return self.base.head(h)
+
+
+def cas_classifier(base: dict, after: list[str], num_classes: int = 10) -> CASClassifier:
+    from training.models import build_model  # the registry imports this module
+
+    return CASClassifier(build_model({**base, "num_classes": num_classes}), after, num_classes)
