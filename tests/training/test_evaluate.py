@@ -141,3 +141,14 @@ def test_spatial_attack_rotates_and_shifts_without_new_pixels(fmnist_test, tiny_
     # A rotation/shift moves mass around, it does not add an L-inf budget of noise: the
     # total ink stays within what resampling and the border can lose.
     assert (adv.flatten(1).sum(1) <= x.flatten(1).sum(1) * 1.05 + 1).all()
+
+
+def test_a_target_can_measure_only_some_columns(eval_config):
+    eval_config["attacks"] = [{"name": "FGSM", "kind": "fgsm", "eps": 0.1}]
+    ev = Evaluation(eval_config)
+    rows: list[dict] = []
+    ev.evaluate_target(load_target(eval_config["targets"]["lenet"], ev.device), rows, None, ["nrp"])
+    for row in rows:
+        assert list(row["error"]) == ["none", "jpeg75", "nrp"]  # the table's column order
+        assert row["error"]["none"] == "not run" and row["error"]["jpeg75"] == "not run"
+        assert 0.0 <= row["error"]["nrp"] <= 100.0
