@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.formparsers import MultiPartParser
 
 from service.batcher import DynamicBatcher
-from service.config import Settings
+from service.config import PREFERRED_DEFAULT_MODEL, Settings
 from service.engine import Engine, GPURequiredError
 from service.errors import install_handlers
 from service.metrics import Metrics
@@ -79,7 +79,8 @@ def _load_models(state: ServiceState) -> None:
     if failures and (settings.exit_on_model_error or not state.models):
         raise ModelLoadError("; ".join(failures.values()))
     state.failed = failures
-    state.default_model = settings.default_model or next(iter(state.models))
+    preferred = PREFERRED_DEFAULT_MODEL if PREFERRED_DEFAULT_MODEL in state.models else None
+    state.default_model = settings.default_model or preferred or next(iter(state.models))
     if state.default_model not in state.models:
         raise ModelLoadError(
             f"default model {state.default_model!r} is not loaded: "

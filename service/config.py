@@ -8,13 +8,21 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The project's default purifier when PURIFIER_DEFAULT_MODEL is unset (photo-nrp, the
+# natural-image model, takes over once it is trained and exported).
+PREFERRED_DEFAULT_MODEL = "fmnist-nrp"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PURIFIER_", protected_namespaces=())
 
     # Models
     model_repository: Path = Field(Path("exported_models"), description="Triton-style model folder")
-    default_model: str | None = Field(None, description="served when a request names none")
+    default_model: str | None = Field(
+        None,
+        description="served when a request names none (unset: fmnist-nrp if loaded, "
+        "else the first model by name)",
+    )
     models: list[str] | None = Field(None, description="load only these (default: all)")
 
     # onnxruntime
