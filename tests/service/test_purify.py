@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import REPO
 from tests.service.conftest import (
     decode_response,
     encode_image,
@@ -186,3 +187,21 @@ def test_large_image_is_tiled_and_comes_back_whole(server):
     assert out.shape == (336, 336)
     # No seams: neighbouring rows across the tile boundary differ no more than elsewhere.
     assert np.abs(np.diff(out, axis=0)).mean() < 40
+
+
+EXPORTED = sorted(
+    p.name for p in (REPO / "exported_models").iterdir() if (p / "config.pbtxt").exists()
+)
+
+
+@pytest.mark.parametrize("model", EXPORTED)
+def test_every_exported_model_is_served_by_name(server, model):
+    """Each committed purifier (NRP, ARN, ...) answers /purify?model=NAME with its own
+    output, and /models lists its card."""
+    img = fmnist_images(1)[0]
+    response = post_image(server.url, encode_image(img, "PNG"), model=model)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-purifier-model"] == model
+    assert decode_response(response).size == img.size
+    cards = httpx.get(f"{server.url}/models", timeout=10).json()
+    assert model in str(cards)
