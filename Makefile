@@ -106,14 +106,14 @@ eval: $(VENV)/.train-installed data
 export: $(VENV)/.train-installed data
 	$(VENV)/bin/purifier export training/configs/fmnist_nrp.yaml --evaluation results/fmnist/table.json
 
-# The other seed methods (ARN, CAS) beside NRP, after `make train`: train, one table
-# (results/fmnist_methods/: table.* and the methods table methods.*), export ARN.
-METHOD_CONFIGS := fmnist_arn_pp fmnist_arn_dp fmnist_lenet_at fmnist_lenet_at_cas
+# The other seed methods (ARN, CAFD, CAS) beside NRP, after `make train`: train, one table
+# (results/fmnist_methods/: table.* and the methods table methods.*), export ARN + CAFD.
+METHOD_CONFIGS := fmnist_arn_pp fmnist_arn_dp fmnist_cafd fmnist_lenet_at fmnist_lenet_at_cas
 methods: $(VENV)/.train-installed data
 	for c in $(METHOD_CONFIGS); do $(VENV)/bin/purifier train training/configs/$$c.yaml || exit 1; done
 	$(VENV)/bin/purifier eval training/configs/fmnist_methods_eval.yaml
 	$(PY) -m training.methods_table results/fmnist_methods/table.json
-	for c in fmnist_arn_pp fmnist_arn_dp; do $(VENV)/bin/purifier export training/configs/$$c.yaml \
+	for c in fmnist_arn_pp fmnist_arn_dp fmnist_cafd; do $(VENV)/bin/purifier export training/configs/$$c.yaml \
 	  --evaluation results/fmnist_methods/table.json || exit 1; done
 
 clean-venv:

@@ -140,7 +140,7 @@ class Evaluation:
         )
         examples: dict[str, torch.Tensor] = {}
         for spec in self.config["attacks"]:
-            attack = build_attack(spec, self.features)
+            attack = build_attack(spec, self._features_for(spec))
             t0 = time.time()
             adaptive = spec.get("adaptive")
             errors: dict[str, float | str | None] = dict(skipped)
@@ -182,6 +182,13 @@ class Evaluation:
                 flush=True,
             )
         return examples
+
+    def _features_for(self, spec: dict[str, Any]) -> nn.Module:
+        """The feature space a feature attack works in: the config's extractor (SSP),
+        or the attack's own (e.g. CAFA in class activation features)."""
+        if "feature_extractor" not in spec:
+            return self.features
+        return build_feature_extractor(spec["feature_extractor"]).to(self.device)
 
     def _reference(self, model: nn.Module) -> torch.Tensor:
         """The labels, or (no labels) the model's own clean top-1."""

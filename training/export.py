@@ -193,9 +193,10 @@ def training_inputs(config: dict[str, Any]) -> dict[str, Any]:
             "include_natural": config.get("include_natural", True),
         }
     fe = config["feature_extractor"]
+    cafd = fe["layer"] == "class_activation"
     return {
         "feature_extractor": {"model": fe["model"], "layer": fe["layer"]},
-        "attacks": ["SSP (NRP Algorithm 1)"],
+        "attacks": ["CAFA (class activation features)" if cafd else "SSP (NRP Algorithm 1)"],
         "eps": config["ssp"]["eps"],
         "steps": config["ssp"]["steps"],
     }

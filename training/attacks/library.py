@@ -144,7 +144,7 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "spatial": _spatial,
 }
 # Keys of an attack spec that describe the evaluation, not the attack's parameters.
-_META_KEYS = ("name", "kind", "adaptive", "seen", "only")
+_META_KEYS = ("name", "kind", "adaptive", "seen", "only", "feature_extractor")
 
 
 def build_attack(spec: dict[str, Any], feature_extractor: nn.Module | None = None) -> Attack:

@@ -11,7 +11,7 @@ def get_trainer(method: str) -> Callable[[dict[str, Any], bool], Any]:
         from training.methods.classifier import train_classifier
 
         return train_classifier
-    if method == "nrp":
+    if method in ("nrp", "cafd"):  # CAFD: NRP's self-supervised loop in CAF space
         from training.methods.nrp import train_nrp
 
         return train_nrp
@@ -23,4 +23,4 @@ def get_trainer(method: str) -> Callable[[dict[str, Any], bool], Any]:
         from training.methods.adversarial import train_adversarial
 
         return train_adversarial
-    raise KeyError(f"unknown method {method!r}; known: classifier, nrp, arn, adversarial")
+    raise KeyError(f"unknown method {method!r}; known: classifier, nrp, cafd, arn, adversarial")

@@ -20,8 +20,24 @@ from training.config import seed_everything
 from training.data.registry import load_dataset
 from training.distributed import Distributed
 from training.loop import fit, pick_device
-from training.losses import get_distance, ragan_critic_loss, ragan_generator_loss
+from training.losses import (
+    get_distance,
+    image_discriminator_loss,
+    image_generator_loss,
+    ragan_critic_loss,
+    ragan_generator_loss,
+)
 from training.models import build_feature_extractor, build_model
+
+# NRP's relativistic average GAN (Eq. 7), or the standard GAN of an image discriminator
+# (CAFD, ARN Eq. 5-6): (generator loss(real, fake), critic loss(real, fake)).
+GAN_LOSSES = {
+    "ragan": (ragan_generator_loss, ragan_critic_loss),
+    "standard": (
+        lambda real, fake: image_generator_loss(fake),
+        image_discriminator_loss,
+    ),
+}
 
 
 class NRPObjective:
@@ -34,23 +50,28 @@ class NRPObjective:
         gamma: float = 1e-2,
         lam: float = 1.0,
         feature_distance: str = "l1",
+        gan: str = "ragan",
     ) -> None:
         self.features = features
         self.alpha, self.gamma, self.lam = alpha, gamma, lam
         self.distance = get_distance(feature_distance)
+        if gan not in GAN_LOSSES:
+            raise KeyError(f"unknown gan loss {gan!r}; known: {sorted(GAN_LOSSES)}")
+        self.generator_gan, self.critic_gan = GAN_LOSSES[gan]
 
     def purifier_loss(
         self, critic: nn.Module, clean: torch.Tensor, purified: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         l_feat = self.distance(self.features(clean), self.features(purified)).mean()  # Eq. 5
         l_img = F.mse_loss(purified, clean)  # Eq. 6 (squared L2, as a mean)
-        l_adv = ragan_generator_loss(critic(clean), critic(purified))  # Eq. 7
+        l_adv = self.generator_gan(critic(clean), critic(purified))  # Eq. 7
         total = self.alpha * l_adv + self.gamma * l_img + self.lam * l_feat  # Eq. 8
         return {"loss": total, "adv": l_adv, "img": l_img, "feat": l_feat}
 
-    @staticmethod
-    def critic_loss(critic: nn.Module, clean: torch.Tensor, purified: torch.Tensor) -> torch.Tensor:
-        return ragan_critic_loss(critic(clean), critic(purified.detach()))
+    def critic_loss(
+        self, critic: nn.Module, clean: torch.Tensor, purified: torch.Tensor
+    ) -> torch.Tensor:
+        return self.critic_gan(critic(clean), critic(purified.detach()))
 
 
 class NRPTrainer:
@@ -68,6 +89,7 @@ class NRPTrainer:
             gamma=lc.get("gamma", 1e-2),
             lam=lc.get("lambda", 1.0),
             feature_distance=lc.get("feature_distance", "l1"),
+            gan=lc.get("gan", "ragan"),
         )
         tc = config["train"]
         betas = tuple(tc.get("betas", (0.9, 0.999)))

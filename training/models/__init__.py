@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from training.models.arn import arn, arn_attack_discriminator
+from training.models.cam import ClassActivationFeatures
 from training.models.cas import cas_classifier
 from training.models.critics import vgg_critic
 from training.models.imagenet import efficientnet_lite0_imagenet, mobilenet_v2_imagenet
@@ -50,11 +51,14 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
-def build_feature_extractor(spec: dict[str, Any]) -> FeatureExtractor:
-    """spec: {model: {arch...}, weights: PATH (not for pretrained archs), layer: NAME}."""
+def build_feature_extractor(spec: dict[str, Any]) -> nn.Module:
+    """spec: {model: {arch...}, weights: PATH (not for pretrained archs), layer: NAME};
+    layer `class_activation` gives the class activation features (CAFD) instead."""
     model = build_model(spec["model"])
     if "weights" in spec:
         model = load_weights(model, spec["weights"])
+    if spec["layer"] == "class_activation":
+        return ClassActivationFeatures(model)
     return FeatureExtractor(model, spec["layer"])
 
 
