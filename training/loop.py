@@ -129,6 +129,14 @@ class Trainer(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def start_run(config: dict[str, Any]) -> Distributed:
+    """Seed everything and join torchrun's process group when there is one."""
+    from training.config import seed_everything
+
+    seed_everything(int(config.get("seed", 0)))
+    return Distributed.from_env(pick_device(config.get("device", "auto")))
+
+
 def _to(device: torch.device, tensors: Sequence[Any], idx: torch.Tensor | None = None) -> list:
     return [(t if idx is None else t[idx]).to(device) for t in tensors]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training.helpers import purifier_loss
 from training.attacks.ssp import SSP
 from training.methods.nrp import NRPTrainer
 from training.models import build_feature_extractor, build_model
@@ -65,15 +66,9 @@ def test_one_cafd_step_lowers_its_objective(nrp_config, fmnist_test, tiny_models
     x = fmnist_test[0][:32]
     x_adv = trainer.ssp(x)
 
-    def loss() -> float:
-        trainer.purifier.train()
-        with torch.no_grad():
-            purified = trainer.purifier(x_adv)
-            return trainer.objective.purifier_loss(trainer.critic, x, purified)["loss"].item()
-
-    before = loss()
+    before = purifier_loss(trainer, x, x_adv)
     trainer.update_purifier(x, x_adv)
-    assert loss() < before
+    assert purifier_loss(trainer, x, x_adv) < before
 
 
 def test_unknown_gan_loss_is_refused(nrp_config):

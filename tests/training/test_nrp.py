@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
+from tests.training.helpers import purifier_loss
 from training.losses import ragan_critic_loss, ragan_generator_loss
 from training.methods.nrp import NRPTrainer, train_nrp
 from training.models import build_model
@@ -42,16 +43,9 @@ def test_one_training_step_lowers_the_purifier_loss(nrp_config, fmnist_test):
     x = fmnist_test[0][:32]
     x_adv = trainer.ssp(x)
 
-    def loss() -> float:
-        trainer.purifier.train()
-        with torch.no_grad():
-            return trainer.objective.purifier_loss(trainer.critic, x, trainer.purifier(x_adv))[
-                "loss"
-            ].item()
-
-    before = loss()
+    before = purifier_loss(trainer, x, x_adv)
     trainer.update_purifier(x, x_adv)
-    assert loss() < before
+    assert purifier_loss(trainer, x, x_adv) < before
 
 
 def test_one_critic_step_lowers_the_critic_loss(nrp_config, fmnist_test):

@@ -27,3 +27,12 @@ def load_dataset(spec: dict[str, Any], split: str) -> tuple[Any, torch.Tensor | 
         )
         return (crops if split == "train" else crops.tensor()), None
     raise KeyError(f"unknown dataset {name!r}")
+
+
+def train_and_validation(config: dict[str, Any]) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """((train images, labels), (first `train.val_images` test images, labels)) of a
+    training config; labels are None for unlabelled data (photos)."""
+    x_train, y_train = load_dataset(config["data"], "train")
+    x_val, y_val = load_dataset(config["data"], "test")
+    n = int(config["train"].get("val_images", 1000))
+    return (x_train, y_train), (x_val[:n], None if y_val is None else y_val[:n])

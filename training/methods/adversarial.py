@@ -17,10 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.attacks.library import build_attack
-from training.config import seed_everything
-from training.data.registry import load_dataset
+from training.data.registry import train_and_validation
 from training.distributed import Distributed
-from training.loop import fit, pick_device
+from training.loop import fit, start_run
 from training.models import build_model
 from training.models.cas import CASClassifier, cas_loss
 
@@ -79,10 +78,6 @@ class AdversarialTrainer:
 
 
 def train_adversarial(config: dict[str, Any], resume: bool = True) -> Path:
-    seed_everything(int(config.get("seed", 0)))
-    ctx = Distributed.from_env(pick_device(config.get("device", "auto")))
-    x_train, y_train = load_dataset(config["data"], "train")
-    x_val, y_val = load_dataset(config["data"], "test")
-    n_val = int(config["train"].get("val_images", 1000))
-    trainer = AdversarialTrainer(config, ctx.device)
-    return fit(config, trainer, ctx, (x_train, y_train), (x_val[:n_val], y_val[:n_val]), resume)
+    ctx = start_run(config)
+    train, val = train_and_validation(config)
+    return fit(config, AdversarialTrainer(config, ctx.device), ctx, train, val, resume)

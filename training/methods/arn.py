@@ -22,10 +22,9 @@ from torch import nn
 from tqdm import tqdm
 
 from training.attacks.library import build_attack
-from training.config import seed_everything
-from training.data.registry import load_dataset
+from training.data.registry import train_and_validation
 from training.distributed import Distributed
-from training.loop import fit, pick_device
+from training.loop import fit, start_run
 from training.losses import (
     attack_classification_loss,
     gaussian_kl,
@@ -213,12 +212,8 @@ def seen_adversaries(
 
 
 def train_arn(config: dict[str, Any], resume: bool = True) -> Path:
-    seed_everything(int(config.get("seed", 0)))
-    ctx = Distributed.from_env(pick_device(config.get("device", "auto")))
-    x_train, y_train = load_dataset(config["data"], "train")
-    x_val, y_val = load_dataset(config["data"], "test")
-    n_val = int(config["train"].get("val_images", 1000))
+    ctx = start_run(config)
+    (x_train, y_train), val = train_and_validation(config)
     trainer = ARNTrainer(config, ctx.device)
     x_tilde = seen_adversaries(trainer, config, x_train, y_train, resume)
-    train = (x_train, y_train, x_tilde)
-    return fit(config, trainer, ctx, train, (x_val[:n_val], y_val[:n_val]), resume)
+    return fit(config, trainer, ctx, (x_train, y_train, x_tilde), val, resume)

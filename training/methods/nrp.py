@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.attacks.ssp import SSP
-from training.config import seed_everything
-from training.data.registry import load_dataset
+from training.data.registry import train_and_validation
 from training.distributed import Distributed
-from training.loop import fit, pick_device
+from training.loop import fit, start_run
 from training.losses import (
     get_distance,
     image_discriminator_loss,
@@ -178,10 +177,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def train_nrp(config: dict[str, Any], resume: bool = True) -> Path:
-    seed_everything(int(config.get("seed", 0)))
-    ctx = Distributed.from_env(pick_device(config.get("device", "auto")))
-    x_train = load_dataset(config["data"], "train")[0]  # labels are never used
-    x_val, _ = load_dataset(config["data"], "test")
-    x_val = x_val[: int(config["train"].get("val_images", 1000))]
+    ctx = start_run(config)
+    (x_train, _), (x_val, _) = train_and_validation(config)  # labels are never used
     trainer = NRPTrainer(config, ctx.device)
     return fit(config, trainer, ctx, (x_train,), (x_val,), resume)
