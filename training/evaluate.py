@@ -113,10 +113,12 @@ class Evaluation:
         rows: list[dict[str, Any]],
         on_row: Any = None,
         defenses: list[str] | None = None,
+        attacks: list[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Append one row per attack to `rows` (calling on_row after each, so partial
         tables survive a stop); return a few adversarial examples per attack. With
-        `defenses`, only those columns are measured for this target, the rest not run."""
+        `defenses`, only those columns are measured for this target, the rest not run;
+        with `attacks`, only those rows."""
         x, batch = self.x, self.batch
         active = {d: f for d, f in self.defenses.items() if defenses is None or d in defenses}
         skipped = {d: NOT_RUN for d in self.defenses if d not in active}
@@ -140,6 +142,8 @@ class Evaluation:
         )
         examples: dict[str, torch.Tensor] = {}
         for spec in self.config["attacks"]:
+            if attacks is not None and spec["name"] not in attacks:
+                continue
             attack = build_attack(spec, self._features_for(spec))
             t0 = time.time()
             adaptive = spec.get("adaptive")
@@ -265,14 +269,19 @@ def evaluate_from_config(path: str | Path, overrides: list[str] | None = None) -
     for name, entry in config["targets"].items():
         print(f"target {name}", flush=True)
         # A target is its training config, a pretrained arch spec, or
-        # {config: PATH, defenses: [...]} to measure only some columns on it.
+        # {config: PATH, defenses: [...], attacks: [...]} to measure only some cells on it.
         columns = entry.get("defenses") if isinstance(entry, dict) else None
+        attacks = entry.get("attacks") if isinstance(entry, dict) else None
         target_cfg = entry["config"] if isinstance(entry, dict) and "config" in entry else entry
         target = load_target(target_cfg, ev.device)
         rows: list[dict[str, Any]] = []
         result["targets"][name] = {"config": target_cfg, "rows": rows}
         adv = ev.evaluate_target(
-            target, rows, on_row=lambda: write_reports(result, out_dir), defenses=columns
+            target,
+            rows,
+            on_row=lambda: write_reports(result, out_dir),
+            defenses=columns,
+            attacks=attacks,
         )
         if examples is None:
             examples = (target, adv)

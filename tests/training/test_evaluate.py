@@ -143,11 +143,16 @@ def test_spatial_attack_rotates_and_shifts_without_new_pixels(fmnist_test, tiny_
     assert (adv.flatten(1).sum(1) <= x.flatten(1).sum(1) * 1.05 + 1).all()
 
 
-def test_a_target_can_measure_only_some_columns(eval_config):
-    eval_config["attacks"] = [{"name": "FGSM", "kind": "fgsm", "eps": 0.1}]
+def test_a_target_can_measure_only_some_columns_and_rows(eval_config):
+    eval_config["attacks"] = [
+        {"name": "FGSM", "kind": "fgsm", "eps": 0.1},
+        {"name": "FGSM-big", "kind": "fgsm", "eps": 0.2},
+    ]
     ev = Evaluation(eval_config)
     rows: list[dict] = []
-    ev.evaluate_target(load_target(eval_config["targets"]["lenet"], ev.device), rows, None, ["nrp"])
+    target = load_target(eval_config["targets"]["lenet"], ev.device)
+    ev.evaluate_target(target, rows, None, defenses=["nrp"], attacks=["FGSM"])
+    assert [r["attack"] for r in rows] == ["clean", "FGSM"]
     for row in rows:
         assert list(row["error"]) == ["none", "jpeg75", "nrp"]  # the table's column order
         assert row["error"]["none"] == "not run" and row["error"]["jpeg75"] == "not run"
