@@ -112,9 +112,10 @@ METHOD_CONFIGS := fmnist_arn_pp fmnist_arn_dp fmnist_cafd fmnist_lenet_at fmnist
 methods: $(VENV)/.train-installed data
 	for c in $(METHOD_CONFIGS); do $(VENV)/bin/purifier train training/configs/$$c.yaml || exit 1; done
 	$(VENV)/bin/purifier eval training/configs/fmnist_methods_eval.yaml
-	$(PY) -m training.methods_table results/fmnist_methods/table.json
 	for c in fmnist_arn_pp fmnist_arn_dp fmnist_cafd; do $(VENV)/bin/purifier export training/configs/$$c.yaml \
 	  --evaluation results/fmnist_methods/table.json || exit 1; done
+	$(PY) -m training.methods_table results/fmnist_methods/table.json \
+	  --cards exported_models/fmnist-*/1/card.json
 
 clean-venv:
 	rm -rf $(VENV) $(SERVE_VENV)

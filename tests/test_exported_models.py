@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -27,11 +28,25 @@ def test_model_holds_the_contract(model_dir: Path):
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_fmnist_card_matches_the_measured_table():
+def _measured_table(card: dict) -> dict:
+    """The table.json that the card's evaluation command wrote (its config's output_dir)."""
+    config_path = next(a for a in card["evaluation"]["command"].split() if a.endswith(".yaml"))
+    config = yaml.safe_load((REPO / config_path).read_text())
+    return json.loads((REPO / config["output_dir"] / "table.json").read_text())
+
+
+def test_fmnist_card_is_measured_on_at_least_2000_images():
     card = json.loads((REPO / "exported_models/fmnist-nrp/1/card.json").read_text())
-    table = json.loads((REPO / "results/fmnist/table.json").read_text())
+    assert card["evaluation"]["num_images"] >= 2000
+
+
+@pytest.mark.parametrize("model_dir", MODEL_DIRS, ids=lambda p: p.name)
+def test_card_matches_the_measured_table(model_dir: Path):
+    card = json.loads((model_dir / "1" / "card.json").read_text())
+    table = _measured_table(card)
     assert card["evaluation"]["command"] == table["command"]
-    assert card["evaluation"]["num_images"] == table["num_images"] >= 2000
+    assert card["evaluation"]["num_images"] == table["num_images"]
+    assert card["evaluation"]["purifier_column"] in table["purifiers"]
     for target, block in table["targets"].items():
         assert [r["error"] for r in card["evaluation"]["targets"][target]] == [
             r["error"] for r in block["rows"]

@@ -1,7 +1,8 @@
 """The methods table in the style of ARN's Tables 1-5: defenses as rows, attacks as
 columns, built from one `purifier eval` result (table.json) - never typed by hand.
 
-    python -m training.methods_table results/fmnist_methods/table.json
+    python -m training.methods_table results/fmnist_methods/table.json \
+        --cards exported_models/fmnist-*/1/card.json
 
 The eval config's `methods_table` names the white-box target, the cross-model target and
 the robust classifiers (targets trained with adversarial training, measured undefended):
@@ -129,13 +130,23 @@ def write(result: dict[str, Any], spec: dict[str, Any], out_dir: Path) -> str:
     return text
 
 
+def add_to_cards(tables: dict[str, Any], result: dict[str, Any], cards: list[Path]) -> None:
+    """Each card carries the methods table it is compared in (beside its own evaluation)."""
+    for path in cards:
+        card = json.loads(path.read_text())
+        card["methods_table"] = {"command": result["command"], **tables}
+        path.write_text(json.dumps(card, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", type=Path, help="table.json written by `purifier eval`")
+    parser.add_argument("--cards", type=Path, nargs="*", default=[], help="card.json files")
     args = parser.parse_args(argv)
     result = json.loads(args.table.read_text())
-    config = yaml.safe_load(Path(result["config"]).read_text())
-    print(write(result, config["methods_table"], args.table.parent))
+    spec = yaml.safe_load(Path(result["config"]).read_text())["methods_table"]
+    print(write(result, spec, args.table.parent))
+    add_to_cards(build(result, spec), result, args.cards)
 
 
 if __name__ == "__main__":

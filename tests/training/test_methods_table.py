@@ -83,3 +83,15 @@ def test_write_renders_markdown_csv_and_json(tmp_path):
     saved = json.loads((tmp_path / "methods.json").read_text())
     assert saved["white_box"]["rows"][0] == ["none", [7.0, 80.0, 97.0, 99.0, None]]
     assert (tmp_path / "methods.csv").read_text().startswith("white_box,clean,FGSM")
+
+
+def test_cards_receive_the_methods_table(tmp_path):
+    from training.methods_table import add_to_cards
+
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"name": "x", "sha256": "abc"}))
+    result = _result()
+    add_to_cards(build(result, SPEC), result, [card])
+    saved = json.loads(card.read_text())
+    assert saved["sha256"] == "abc" and saved["methods_table"]["command"] == result["command"]
+    assert saved["methods_table"]["white_box"]["rows"][-1][0] == "nrp + AT+CAS"
