@@ -157,12 +157,12 @@ class Evaluation:
                     errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
             else:
                 for name, defense in active.items():
-                    if name not in spec.get("only", self.defenses):
-                        errors[name] = NOT_RUN
-                        continue
                     front = self._adaptive_front(adaptive, name, defense)
                     if front is None:
                         errors[name] = NOT_APPLICABLE
+                        continue
+                    if name not in spec.get("only", self.defenses):
+                        errors[name] = NOT_RUN
                         continue
                     pipeline = nn.Sequential(front, attacked).eval()
                     x_adv = self._craft(spec["name"], name, attack, pipeline, y_attack)

@@ -125,6 +125,18 @@ def test_only_leaves_cells_not_run_and_seen_names_the_purifiers(eval_config):
     assert 0.0 <= rows[2]["error"]["nrp"] <= 100.0
 
 
+def test_a_cell_that_cannot_run_stays_not_applicable_under_only(eval_config):
+    eval_config["purifiers"] = {}
+    eval_config["attacks"] = [
+        {"name": "WB", "kind": "pgd", "eps": 0.1, "alpha": 0.05, "steps": 2,
+         "adaptive": "whitebox", "only": []},
+    ]  # fmt: skip
+    ev = Evaluation(eval_config)
+    rows: list[dict] = []
+    ev.evaluate_target(load_target(eval_config["targets"]["lenet"], ev.device), rows)
+    assert rows[1]["error"] == {"none": None, "jpeg75": None}  # n/a, not "not run"
+
+
 def test_spatial_attack_rotates_and_shifts_without_new_pixels(fmnist_test, tiny_models):
     from training.attacks import build_attack
 
