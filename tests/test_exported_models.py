@@ -51,3 +51,9 @@ def test_card_matches_the_measured_table(model_dir: Path):
         assert [r["error"] for r in card["evaluation"]["targets"][target]] == [
             r["error"] for r in block["rows"]
         ]
+
+
+def test_readme_shows_the_generated_methods_table():
+    readme = (REPO / "README.md").read_text()
+    generated = (REPO / "results/fmnist_methods/methods.md").read_text()
+    assert generated in readme
