@@ -54,6 +54,11 @@ class Server:
             "OMP_NUM_THREADS": "1",
             **env,
         }
+        if "PURIFIER_MODEL_REPOSITORY" not in env and "PURIFIER_MODELS" not in env:
+            # One model per test server on the project's repository: each loaded model
+            # holds its own warmed-up onnxruntime arenas, and several servers run at once
+            # on a 24 GiB CI machine (the every-model test asks for all of them).
+            full_env["PURIFIER_MODELS"] = '["fmnist-nrp"]'
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "purifier.cli", "serve", "--port", str(self.port)],
@@ -120,6 +125,8 @@ def in_process_server(**settings) -> Iterator[tuple[str, object]]:
         "warmup_sizes": [28],
         "intra_op_threads": 1,
     }
+    if "model_repository" not in settings:
+        defaults["models"] = ["fmnist-nrp"]  # as Server: one model's memory per server
     app = create_app(Settings(**(defaults | settings)))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
