@@ -230,6 +230,8 @@ def budget_text(spec: dict[str, Any]) -> str:
         return (
             f"rot {spec.get('max_rotation', 30.0)} deg, shift {spec.get('max_translation', 3.0)} px"
         )
+    if spec["kind"] == "stadv":
+        return f"flow smoothness (tau={spec.get('tau', 0.05)})"
     return "-"
 
 

@@ -75,3 +75,28 @@ def test_unknown_gan_loss_is_refused(nrp_config):
     nrp_config["loss"] = {"gan": "wasserstein"}
     with pytest.raises(KeyError, match="unknown gan loss"):
         NRPTrainer(nrp_config, torch.device("cpu"))
+
+
+def test_the_residual_denoiser_adds_its_correction_to_the_input_and_nrp_does_not(fmnist_test):
+    x = fmnist_test[0][:2, :, :27, :26]  # odd sizes: the padding path too
+    spec = {"arch": "nrp_unet", "in_channels": 1, "nf": 8, "width": 8, "gc": 8, "blocks": 1}
+    for residual in (True, False):
+        net = build_model({**spec, "residual": residual}).eval()
+        last = net.tail[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+        with torch.no_grad():
+            out = net(x)
+        # With a zero correction CAFD's denoiser is the identity; NRP's generator (no
+        # input-to-output skip) outputs nothing of the input.
+        expected = x if residual else torch.zeros_like(x)
+        assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_the_cafd_config_uses_the_residual_denoiser_and_the_authors_loss_weights():
+    from training.config import load_config
+
+    cfg = load_config(Path(__file__).parents[2] / "training/configs/fmnist_cafd.yaml")
+    assert cfg["purifier"]["residual"] is True
+    assert cfg["loss"]["gamma"] == 0  # no pixel loss: the paper trains in CAF space
+    assert cfg["loss"]["alpha"] / cfg["loss"]["lambda"] == pytest.approx(5e-6)

@@ -1,8 +1,9 @@
 """Standard attacks from maintained libraries behind one registry.
 
 `build_attack(spec)` returns `attack(model, x, y) -> x_adv`. torchattacks provides the
-L-inf and CW attacks, Square and APGD; foolbox provides DDN (torchattacks has none).
-SSP is ours (training/attacks/ssp.py) and needs the feature extractor, passed in.
+L-inf and CW attacks, Square and APGD; foolbox provides DDN (torchattacks has none) and
+the rotation + translation attack. SSP (ssp.py; it needs the feature extractor, passed
+in) and STA (stadv.py) are ours.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from training.attacks.ssp import SSP
+from training.attacks.stadv import SpatialTransformAttack
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -142,6 +144,7 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "square": _square,
     "ddn": _ddn,
     "spatial": _spatial,
+    "stadv": SpatialTransformAttack,  # ours: see training/attacks/stadv.py for why
 }
 # Keys of an attack spec that describe the evaluation, not the attack's parameters.
 _META_KEYS = ("name", "kind", "adaptive", "seen", "only", "feature_extractor")

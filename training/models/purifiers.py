@@ -74,15 +74,26 @@ class NRPUNet(nn.Module):
     U-Net shape, so a 224x224 image costs a few GFLOPs instead of the released
     generator's ~1 TFLOP. Skips carry features between levels (as NRP's own trunk skip
     does), never the input image to the output. Any H and W: the input is padded (edge
-    replication) to a multiple of 4 inside the graph and the output cropped back."""
+    replication) to a multiple of 4 inside the graph and the output cropped back.
+
+    `residual=True` adds the input back (out = x + net(x)): not NRP (a skip would let the
+    adversarial pattern through), but the denoiser CAFD builds on (HGD's, whose network
+    predicts the correction to its input), and the authors' CAFD code does the same."""
 
     size_multiple = 1
 
     def __init__(
-        self, in_channels: int = 3, nf: int = 16, width: int = 48, gc: int = 24, blocks: int = 2
+        self,
+        in_channels: int = 3,
+        nf: int = 16,
+        width: int = 48,
+        gc: int = 24,
+        blocks: int = 2,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.residual = residual
         act = nn.LeakyReLU(0.2, inplace=True)
         self.head = nn.Sequential(nn.Conv2d(in_channels, nf, 3, 1, 1), act)
         self.down1 = nn.Sequential(nn.Conv2d(nf, width, 3, 2, 1), act)
@@ -104,10 +115,17 @@ class NRPUNet(nn.Module):
         f2 = f2 + self.trunk_conv(self.trunk(f2))
         u1 = self.up2(f2) + f1
         out = self.tail(self.up1(u1) + f0)
+        if self.residual:
+            out = out + x
         return out[:, :, :h, :w].clamp(0.0, 1.0)
 
 
 def nrp_unet(
-    in_channels: int = 3, nf: int = 16, width: int = 48, gc: int = 24, blocks: int = 2
+    in_channels: int = 3,
+    nf: int = 16,
+    width: int = 48,
+    gc: int = 24,
+    blocks: int = 2,
+    residual: bool = False,
 ) -> NRPUNet:
-    return NRPUNet(in_channels, nf, width, gc, blocks)
+    return NRPUNet(in_channels, nf, width, gc, blocks, residual)
