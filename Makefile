@@ -115,7 +115,7 @@ methods: $(VENV)/.train-installed data
 	for c in fmnist_arn_pp fmnist_arn_dp fmnist_cafd; do $(VENV)/bin/purifier export training/configs/$$c.yaml \
 	  --evaluation results/fmnist_methods/table.json || exit 1; done
 	$(PY) -m training.methods_table results/fmnist_methods/table.json \
-	  --cards exported_models/fmnist-*/1/card.json
+	  --cards exported_models/fmnist-*/1/card.json --readme README.md
 
 clean-venv:
 	rm -rf $(VENV) $(SERVE_VENV)

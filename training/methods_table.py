@@ -2,7 +2,7 @@
 columns, built from one `purifier eval` result (table.json) - never typed by hand.
 
     python -m training.methods_table results/fmnist_methods/table.json \
-        --cards exported_models/fmnist-*/1/card.json
+        --cards exported_models/fmnist-*/1/card.json --readme README.md
 
 The eval config's `methods_table` names the white-box target, the cross-model target and
 the robust classifiers (targets trained with adversarial training, measured undefended):
@@ -138,15 +138,32 @@ def add_to_cards(tables: dict[str, Any], result: dict[str, Any], cards: list[Pat
         path.write_text(json.dumps(card, indent=2) + "\n")
 
 
+README_START, README_END = "<!-- methods-table -->", "<!-- /methods-table -->"
+
+
+def replace_in_readme(readme: Path, text: str) -> None:
+    """The README's methods section between its two markers becomes `text`."""
+    content = readme.read_text()
+    start, end = content.find(README_START), content.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} section")
+    head = content[: start + len(README_START)]
+    readme.write_text(f"{head}\n{text}\n{content[end:]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", type=Path, help="table.json written by `purifier eval`")
     parser.add_argument("--cards", type=Path, nargs="*", default=[], help="card.json files")
+    parser.add_argument("--readme", type=Path, help="a README with a methods-table section")
     args = parser.parse_args(argv)
     result = json.loads(args.table.read_text())
     spec = yaml.safe_load(Path(result["config"]).read_text())["methods_table"]
-    print(write(result, spec, args.table.parent))
+    text = write(result, spec, args.table.parent)
+    print(text)
     add_to_cards(build(result, spec), result, args.cards)
+    if args.readme is not None:
+        replace_in_readme(args.readme, text)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
-from training.methods_table import best_purifier, build, write
+import pytest
+
+from training.methods_table import best_purifier, build, replace_in_readme, write
 
 NR = "not run"
 
@@ -95,3 +97,17 @@ def test_cards_receive_the_methods_table(tmp_path):
     saved = json.loads(card.read_text())
     assert saved["sha256"] == "abc" and saved["methods_table"]["command"] == result["command"]
     assert saved["methods_table"]["white_box"]["rows"][-1][0] == "nrp + AT+CAS"
+
+
+def test_the_readme_section_is_replaced_between_its_markers_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- methods-table -->\nold table\n<!-- /methods-table -->\nafter\n")
+    replace_in_readme(readme, "new table")
+    assert readme.read_text() == (
+        "intro\n<!-- methods-table -->\nnew table\n<!-- /methods-table -->\nafter\n"
+    )
+    replace_in_readme(readme, "newer")  # idempotent shape: run it again
+    assert "new table" not in readme.read_text() and "newer" in readme.read_text()
+    (tmp_path / "other.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="methods-table"):
+        replace_in_readme(tmp_path / "other.md", "x")

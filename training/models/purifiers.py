@@ -6,6 +6,8 @@ the model contract requires."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -120,12 +122,6 @@ class NRPUNet(nn.Module):
         return out[:, :, :h, :w].clamp(0.0, 1.0)
 
 
-def nrp_unet(
-    in_channels: int = 3,
-    nf: int = 16,
-    width: int = 48,
-    gc: int = 24,
-    blocks: int = 2,
-    residual: bool = False,
-) -> NRPUNet:
-    return NRPUNet(in_channels, nf, width, gc, blocks, residual)
+def nrp_unet(**kwargs: Any) -> NRPUNet:
+    """NRPUNet from a config's keyword arguments (see its constructor)."""
+    return NRPUNet(**kwargs)
