@@ -110,16 +110,18 @@ class NRPUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2], x.shape[3]
-        x = F.pad(x, (0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4), mode="replicate")
-        f0 = self.head(x)
+        padded = F.pad(x, (0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4), mode="replicate")
+        f0 = self.head(padded)
         f1 = self.down1(f0)
         f2 = self.down2(f1)
         f2 = f2 + self.trunk_conv(self.trunk(f2))
         u1 = self.up2(f2) + f1
-        out = self.tail(self.up1(u1) + f0)
+        out = self.tail(self.up1(u1) + f0)[:, :, :h, :w]
         if self.residual:
+            # The unpadded input: its static channel count keeps the ONNX output shape
+            # (N, C, H, W) with C known, as the model contract wants.
             out = out + x
-        return out[:, :, :h, :w].clamp(0.0, 1.0)
+        return out.clamp(0.0, 1.0)
 
 
 def nrp_unet(**kwargs: Any) -> NRPUNet:
