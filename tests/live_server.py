@@ -4,6 +4,7 @@ fixtures are registered in tests/conftest.py, for the service and the deployment
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from service.config import PREFERRED_DEFAULT_MODEL
+
+# One model per test server on the project's repository: each loaded model holds its own
+# warmed-up onnxruntime arenas, and several servers run at once on a 24 GiB CI machine
+# (the every-model test asks for all of them).
+TEST_SERVER_MODELS = [PREFERRED_DEFAULT_MODEL]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,10 +63,7 @@ class Server:
             **env,
         }
         if "PURIFIER_MODEL_REPOSITORY" not in env and "PURIFIER_MODELS" not in env:
-            # One model per test server on the project's repository: each loaded model
-            # holds its own warmed-up onnxruntime arenas, and several servers run at once
-            # on a 24 GiB CI machine (the every-model test asks for all of them).
-            full_env["PURIFIER_MODELS"] = '["fmnist-nrp"]'
+            full_env["PURIFIER_MODELS"] = json.dumps(TEST_SERVER_MODELS)
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "purifier.cli", "serve", "--port", str(self.port)],
@@ -126,7 +131,7 @@ def in_process_server(**settings) -> Iterator[tuple[str, object]]:
         "intra_op_threads": 1,
     }
     if "model_repository" not in settings:
-        defaults["models"] = ["fmnist-nrp"]  # as Server: one model's memory per server
+        defaults["models"] = list(TEST_SERVER_MODELS)  # as Server: one model's memory per server
     app = create_app(Settings(**(defaults | settings)))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
