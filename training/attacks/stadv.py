@@ -109,15 +109,16 @@ class SpatialTransformAttack:
             adv = warp(x, flow)
             logits = model(adv)
             smoothness = flow_loss(flow)
-            loss = margin_loss(logits, y, self.targeted, self.kappa) + self.tau * smoothness
-            loss.sum().backward()
+            per_image = margin_loss(logits, y, self.targeted, self.kappa) + self.tau * smoothness
+            loss = per_image.sum()
+            loss.backward()
             with torch.no_grad():
                 predicted = logits.argmax(1)
                 fooled = predicted == y if self.targeted else predicted != y
                 better = fooled & (smoothness < best_flow_loss)
                 best_adv[better] = adv[better]
                 best_flow_loss[better] = smoothness[better]
-            return loss.sum()
+            return loss
 
         opt.step(closure)
         with torch.no_grad():
