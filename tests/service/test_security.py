@@ -103,6 +103,25 @@ def test_in_flight_limit_refuses_with_503_json(start_server):
     assert httpx.get(f"{capped.url}/v2/health/ready").status_code == 200  # probes not capped
 
 
+def read_http_reply(sock: socket.socket) -> str:
+    """Headers and the whole Content-Length body: one recv may return the headers alone."""
+    data = b""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            length = next(
+                (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                 if line.lower().startswith(b"content-length:")),
+                0,
+            )  # fmt: skip
+            if len(body) >= length:
+                return data.decode("latin-1")
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data.decode("latin-1")
+        data += chunk
+
+
 def test_a_body_that_never_finishes_gets_408_and_others_are_served(start_server, png):
     slow = start_server(PURIFIER_BODY_TIMEOUT_S="1.0")
     with socket.create_connection(("127.0.0.1", slow.port)) as sock:
@@ -115,7 +134,7 @@ def test_a_body_that_never_finishes_gets_408_and_others_are_served(start_server,
         assert httpx.post(f"{slow.url}/purify", content=png).status_code == 200
         assert time.perf_counter() - t0 < 1.0
         sock.settimeout(10)
-        reply = sock.recv(65536).decode("latin-1")
+        reply = read_http_reply(sock)
     assert reply.startswith("HTTP/1.1 408"), reply[:200]
     assert '"body_timeout"' in reply
 
