@@ -29,6 +29,7 @@ from benchmarks.serve_bench import (
     MODEL,
     REPO,
     closed_loop,
+    encoded_request,
     request_kwargs,
     start_purifier,
     stop,
@@ -133,7 +134,7 @@ def main() -> None:
         body = test_image(args.size)
         send = request_kwargs("purifier", body)
         url = f"{base}/purify"
-        baseline = asyncio.run(closed_loop(url, send, 4, 10.0))
+        baseline = asyncio.run(closed_loop(url, encoded_request("purifier", body), 4, 10.0))
         capacity = baseline["throughput"]
         rss_start = rss_mb(proc.pid)
         result = asyncio.run(scenario(url, base, proc.pid, send, args, capacity))

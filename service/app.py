@@ -13,7 +13,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.formparsers import MultiPartParser
 
 from service.batcher import DynamicBatcher
 from service.config import PREFERRED_DEFAULT_MODEL, Settings
@@ -40,15 +39,16 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
         for q in queued:
             metrics.queue.labels(name).observe(q)
 
-    # One inference thread per model: onnxruntime parallelises inside a run.
+    # One inference thread per model instance: onnxruntime parallelises inside a run.
     batcher = DynamicBatcher(
         engine.run,
-        ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}"),
+        ThreadPoolExecutor(engine.instances, thread_name_prefix=f"infer-{name}"),
         settings.max_batch_size,
         settings.max_queue_delay_ms / 1000.0,
         settings.max_queue_size,
         observer=observe,
         max_queue_wait_s=settings.max_queue_wait_s,
+        instances=engine.instances,
     )
     card = entry.card
     tile = settings.tile_size or int(card.get("recommended_tile", 256))
@@ -159,12 +159,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Adversarial purification sidecar",
     )
     install_handlers(app)
-    # Starlette spools multipart file parts above 1 MB to a temporary file on disk;
-    # nothing from a request may touch the disk, and the body is already in memory and
-    # capped at max_body_bytes, so parts stay in memory.
-    MultiPartParser.spool_max_size = max(
-        MultiPartParser.spool_max_size, settings.max_body_bytes + 1
-    )
 
     def count_rejection(code: str) -> None:
         state = getattr(app.state, "purifier", None)

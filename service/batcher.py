@@ -3,13 +3,16 @@
 Requests put images (all of one shape bucket per image plan) on the queue and await
 futures. One worker per model gathers items of the same shape until `max_batch_size`
 or until the oldest has waited `max_queue_delay`, then runs the batch off the event
-loop (onnxruntime releases the GIL) and resolves each future. The queue is bounded:
+loop (onnxruntime releases the GIL) and resolves each future. With several model
+instances, up to that many batches run at once (Triton's instance_group count); the
+next batch forms while they run. The queue is bounded:
 a full queue rejects at once (503) instead of piling up; items past their deadline are
 dropped before inference (504). An inference error fails only its own batch.
 
 Admission also bounds the queue in time, not only in count: the batcher keeps a moving
 average of the seconds one image of each shape costs (measured on real batches), and a
-request whose estimated finish (work already queued + its own) is later than
+request whose estimated finish (work already queued + its own, shared among the
+instances) is later than
 `max_queue_wait` is refused at once (503) while anything is queued. Under overload the
 backlog therefore never exceeds about `max_queue_wait` seconds, accepted requests finish
 instead of timing out, and latency is back to normal that soon after a burst ends.
@@ -81,6 +84,7 @@ class DynamicBatcher:
         max_queue_size: int,
         observer: Observer | None = None,
         max_queue_wait_s: float = math.inf,
+        instances: int = 1,
     ) -> None:
         self._run_batch = run_batch
         self._executor = executor
@@ -89,6 +93,9 @@ class DynamicBatcher:
         self.max_queue_size = max_queue_size
         self.max_queue_wait = max_queue_wait_s
         self._observer = observer
+        self.instances = instances
+        self._running: set[asyncio.Task] = set()  # batches in inference
+        self._slot_free = asyncio.Event()
         self._cost: dict[tuple[int, ...], float] = {}  # seconds per image, by shape
         self._queued_cost = 0.0
         self._queues: dict[tuple[int, ...], deque[_Item]] = {}
@@ -104,8 +111,9 @@ class DynamicBatcher:
 
     @property
     def estimated_wait(self) -> float:
-        """Seconds of inference queued or running, from measured per-image costs."""
-        return self._queued_cost
+        """Seconds until the work queued or running is done, from measured per-image
+        costs (each instance works through its share at once)."""
+        return self._queued_cost / self.instances
 
     def image_cost(self, shape: tuple[int, ...]) -> float | None:
         """Measured seconds per image of this shape (moving average), None before any batch."""
@@ -120,10 +128,11 @@ class DynamicBatcher:
         self._task.add_done_callback(_report_death)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in [self._task, *self._running]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def submit(
         self, arrays: list[np.ndarray], deadline: float
@@ -163,14 +172,15 @@ class DynamicBatcher:
             raise QueueFullError(f"{self._pending} images already queued")
         if not self._pending:
             return  # an idle model takes any request, however long it runs
-        finish = self._queued_cost + cost
+        waiting = self.estimated_wait
+        finish = waiting + cost / self.instances
         limit = min(self.max_queue_wait, deadline - time.perf_counter())
         if finish > limit:
             raise QueueFullError(
-                f"overloaded: about {self._queued_cost:.2f} s of work is queued and this request "
+                f"overloaded: about {waiting:.2f} s of work is queued and this request "
                 f"would finish in {finish:.2f} s, over the {limit:.2f} s limit",
                 code="overloaded",
-                retry_after=max(1, math.ceil(self._queued_cost)),
+                retry_after=max(1, math.ceil(waiting)),
             )
 
     def _release(self, items: list[_Item]) -> None:
@@ -186,9 +196,14 @@ class DynamicBatcher:
         return min(live, key=lambda kq: kq[1][0].enqueued)
 
     def _take(self, queue: deque[_Item]) -> list[_Item]:
+        """The next batch: at most max_batch_size, and with several instances free, an
+        even share of the queue each (eight queued images on two idle one-thread
+        instances run as two batches of four at once, not one of eight on one core)."""
         now = time.perf_counter()
+        free = max(1, self.instances - len(self._running))
+        limit = min(self.max_batch_size, -(-len(queue) // free))
         batch: list[_Item] = []
-        while queue and len(batch) < self.max_batch_size:
+        while queue and len(batch) < limit:
             item = queue.popleft()
             if item.future.done():  # cancelled: the request already gave up
                 self._release([item])
@@ -203,6 +218,12 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             self.last_beat = time.monotonic()
+            if len(self._running) >= self.instances:
+                # Every instance is busy: items keep queueing (and batches keep growing)
+                # until one finishes.
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
             found = self._oldest_queue()
             if found is None:
                 self._wakeup.clear()
@@ -219,7 +240,13 @@ class DynamicBatcher:
             batch = self._take(queue)
             if not batch:
                 continue
-            await self._run(loop, batch)
+            task = loop.create_task(self._run(loop, batch), name="batch")
+            self._running.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._slot_free.set()
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         started = time.perf_counter()

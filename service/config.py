@@ -28,7 +28,15 @@ class Settings(BaseSettings):
     # onnxruntime
     providers: list[Literal["tensorrt", "cuda", "cpu"]] = ["cuda", "cpu"]
     require_gpu: bool = Field(False, description="fail start-up if CUDA is not the provider used")
-    intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime's default")
+    instances: int = Field(
+        1,
+        ge=1,
+        description="model instances per model (Triton's instance_group count): this many "
+        "batches run at once, each in its own onnxruntime session",
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="threads per instance; 0 = the usable cores divided among instances"
+    )
     inter_op_threads: int = Field(1, ge=0)
     allow_spinning: bool = Field(
         False,

@@ -1,4 +1,5 @@
-"""One onnxruntime session per model: providers from settings, thread settings, warm-up.
+"""The onnxruntime sessions of one model: providers from settings, thread settings,
+model instances, warm-up.
 
 The provider actually used (`session.get_providers()`) is what we report: onnxruntime
 silently falls back to CPU when CUDA cannot load, so `require_gpu` turns that into an error.
@@ -7,6 +8,8 @@ silently falls back to CPU when CUDA cannot load, so `require_gpu` turns that in
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import time
 
 import numpy as np
@@ -50,40 +53,84 @@ def provider_list(settings: Settings) -> list[str | tuple[str, dict]]:
     return chosen
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, which container CPU sets narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_instance(settings: Settings) -> int:
+    """intra_op_threads, or the usable cores shared out among the instances: two sessions
+    that each start a thread per core would fight over every core."""
+    return settings.intra_op_threads or max(1, usable_cores() // settings.instances)
+
+
 class Engine:
+    """`settings.instances` sessions of one model. `run` may be called from that many
+    threads at once; each call takes a free session. Separate sessions, as Triton's
+    onnxruntime backend makes per instance: concurrent runs share no intra-op thread
+    pool (and on a GPU, no CUDA stream)."""
+
     def __init__(self, entry: ModelEntry, settings: Settings) -> None:
         self.entry = entry
         options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
+        options.intra_op_num_threads = threads_per_instance(settings)
         options.inter_op_num_threads = settings.inter_op_threads
         spin = "1" if settings.allow_spinning else "0"
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(entry.onnx_path), sess_options=options, providers=provider_list(settings)
+        self.sessions = [
+            ort.InferenceSession(
+                str(entry.onnx_path), sess_options=options, providers=provider_list(settings)
+            )
+            for _ in range(settings.instances)
+        ]
+        self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
+        for session in self.sessions:
+            self._free.put(session)
+        self.provider = self.sessions[0].get_providers()[0]
+        log.info(
+            "model %s v%s runs on %s: %d instance(s) x %d thread(s)",
+            entry.name,
+            entry.version,
+            self.provider,
+            len(self.sessions),
+            options.intra_op_num_threads,
         )
-        self.provider = self.session.get_providers()[0]
-        log.info("model %s v%s runs on %s", entry.name, entry.version, self.provider)
         if settings.require_gpu and self.provider not in (
             "CUDAExecutionProvider",
             "TensorrtExecutionProvider",
         ):
             raise GPURequiredError(
                 f"model {entry.name}: a GPU is required (PURIFIER_REQUIRE_GPU) but onnxruntime "
-                f"uses {self.session.get_providers()}; install onnxruntime-gpu and check CUDA"
+                f"uses {self.sessions[0].get_providers()}; install onnxruntime-gpu and check CUDA"
             )
 
     @property
     def channels(self) -> int:
         return self.entry.channels
 
+    @property
+    def instances(self) -> int:
+        return len(self.sessions)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """batch: float32 NCHW in [0, 1] -> purified, same shape. Releases the GIL."""
-        return self.session.run(["purified"], {"image": batch})[0]
+        """batch: float32 NCHW in [0, 1] -> purified, same shape. Releases the GIL.
+        Blocks while every instance is busy (the batcher never runs more batches at once
+        than there are instances)."""
+        session = self._free.get()
+        try:
+            return session.run(["purified"], {"image": batch})[0]
+        finally:
+            self._free.put(session)
 
     def warm_up(self, shapes: list[tuple[int, int, int, int]]) -> float:
+        """Every shape through every instance (each session tunes its own kernels)."""
         start = time.perf_counter()
-        for shape in shapes:
-            self.run(np.zeros(shape, dtype=np.float32))
+        for session in self.sessions:
+            for shape in shapes:
+                session.run(["purified"], {"image": np.zeros(shape, dtype=np.float32)})
         return time.perf_counter() - start

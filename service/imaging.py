@@ -71,6 +71,17 @@ def decode(data: bytes, model_channels: int, max_pixels: int) -> DecodedImage:
         ) from err
 
 
+def declared_pixels(data: bytes) -> int | None:
+    """Width x height from the header alone (no pixel decoded); None when no accepted
+    format recognises the bytes (decode then says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=sorted(ACCEPTED_FORMATS)) as img:
+            width, height = img.size
+    except Exception:
+        return None
+    return width * height
+
+
 def _decode(data: bytes, model_channels: int, max_pixels: int) -> DecodedImage:
     try:
         # Only our formats' parsers ever see the bytes: some others allocate the whole
@@ -275,6 +286,8 @@ def plan_tiles(
 
 def cut(pixels: np.ndarray, plan: TilePlan) -> list[np.ndarray]:
     ph, pw = plan.padded
+    if len(plan.ys) == len(plan.xs) == 1 and (ph, pw) == (plan.height, plan.width):
+        return [np.ascontiguousarray(pixels)]  # one tile, no padding: the image itself
     padded = np.pad(pixels, ((0, 0), (0, ph - plan.height), (0, pw - plan.width)), mode="edge")
     return [
         np.ascontiguousarray(padded[:, y : y + plan.tile_h, x : x + plan.tile_w])
@@ -293,6 +306,8 @@ def _ramp(length: int, overlap: int) -> np.ndarray:
 
 
 def stitch(tiles: list[np.ndarray], plan: TilePlan) -> np.ndarray:
+    if len(tiles) == 1:  # weights all 1: the tile, cropped to the image
+        return tiles[0][:, : plan.height, : plan.width]
     c = tiles[0].shape[0]
     ph, pw = plan.padded
     total = np.zeros((c, ph, pw), dtype=np.float32)

@@ -1,7 +1,9 @@
 """Baseline (d): LitServe serving the same ONNX model with the same batch size and delay.
 Requests: JSON {"image": base64 PNG}.
 
-Run: python -m benchmarks.servers.litserve_server MODEL.onnx PORT THREADS MAX_BATCH DELAY_S
+Run: python -m benchmarks.servers.litserve_server MODEL.onnx PORT THREADS MAX_BATCH DELAY_S \
+        WORKERS
+(WORKERS inference processes, each with its own session of THREADS threads.)
 """
 
 # No `from __future__ import annotations`: LitServe reads decode_request's annotation
@@ -54,7 +56,7 @@ class PurifierAPI(ls.LitAPI):
 
 if __name__ == "__main__":
     onnx_file, port, n_threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    batch, delay = int(sys.argv[4]), float(sys.argv[5])
+    batch, delay, workers = int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
     api = PurifierAPI(onnx_file, n_threads, batch, delay)
-    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, api_path="/purify")
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=workers, api_path="/purify")
     server.run(port=port, generate_client_file=False, log_level="warning")

@@ -7,10 +7,9 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 
 from service.errors import ServiceError
+from service.multipart import multipart_image
 from service.pipeline import decode_image, distances, encode_image, purify_pixels
 from service.routes.tracking import TrackedRequest
 from service.state import ServiceState
@@ -74,16 +73,7 @@ async def image_bytes(request: Request, limit: int, timeout_s: float) -> bytes:
     content_type = request.headers.get("content-type", "").lower()
     body = await read_body(request, limit, timeout_s)
     if content_type.startswith("multipart/form-data"):
-        request._body = body  # Starlette parses the form from the cached body
-        try:
-            form = await request.form(max_files=1, max_fields=8)
-        except (HTTPException, MultiPartException) as err:
-            detail = getattr(err, "detail", None) or getattr(err, "message", str(err))
-            raise ServiceError(400, "bad_multipart", f"multipart body refused: {detail}") from err
-        upload = form.get("image")
-        if upload is None or isinstance(upload, str):
-            raise ServiceError(400, "missing_image", "multipart body has no file field 'image'")
-        return await upload.read()
+        return multipart_image(body, request.headers["content-type"])
     if content_type and not content_type.startswith(RAW_TYPES):
         raise ServiceError(
             415,

@@ -93,3 +93,80 @@ def test_the_count_limit_still_applies():
     results = asyncio.run(scenario())
     refused = [r for r in results if isinstance(r, Exception)]
     assert len(refused) == 7 and all(r.code == "queue_full" for r in refused)
+
+
+def test_two_instances_run_two_batches_at_once_and_split_the_queue():
+    """Eight queued images on two idle instances: two batches of four, run together
+    (each sleeps 40 ms; one batch of eight on one instance would take 80 ms)."""
+    running, overlapped = [0], [False]
+
+    def tracked(batch: np.ndarray) -> np.ndarray:
+        running[0] += 1
+        overlapped[0] |= running[0] > 1
+        try:
+            return slow_identity(batch)
+        finally:
+            running[0] -= 1
+
+    async def scenario():
+        batcher = DynamicBatcher(
+            tracked,
+            ThreadPoolExecutor(2),
+            max_batch_size=16,
+            max_queue_delay_s=0.05,  # all eight are queued before the first batch forms
+            max_queue_size=1000,
+            instances=2,
+        )
+        batcher.start()
+        started = time.perf_counter()
+        results = await submit_all(batcher, 8)
+        elapsed = time.perf_counter() - started
+        await batcher.stop()
+        return results, elapsed
+
+    results, elapsed = asyncio.run(scenario())
+    assert [stats.batch_size for _, stats in results] == [4] * 8
+    for i, (outputs, _) in enumerate(results):
+        assert float(outputs[0].mean()) == i
+    assert overlapped[0]
+    assert elapsed < 0.05 + 8 * SECONDS_PER_IMAGE, elapsed
+
+
+def test_one_instance_never_runs_two_batches_at_once():
+    running, most = [0], [0]
+
+    def tracked(batch: np.ndarray) -> np.ndarray:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            return slow_identity(batch)
+        finally:
+            running[0] -= 1
+
+    async def scenario():
+        batcher = DynamicBatcher(tracked, ThreadPoolExecutor(4), 4, 0.001, 1000, instances=1)
+        batcher.start()
+        await submit_all(batcher, 16)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert most[0] == 1
+
+
+def test_estimated_wait_shares_the_queued_work_among_instances():
+    async def scenario(instances: int) -> float:
+        batcher = DynamicBatcher(
+            slow_identity, ThreadPoolExecutor(instances), 4, 0.001, 1000, instances=instances
+        )
+        batcher.start()
+        await submit_all(batcher, 4)  # measures the per-image cost
+        await batcher.stop()  # no worker now: what is submitted stays queued
+        image = np.zeros((1, 8, 8), np.float32)
+        queued = asyncio.ensure_future(batcher.submit([image] * 8, time.perf_counter() + 30))
+        await asyncio.sleep(0.01)
+        wait = batcher.estimated_wait
+        queued.cancel()
+        return wait / batcher.image_cost((1, 8, 8))
+
+    assert asyncio.run(scenario(1)) == pytest.approx(8)
+    assert asyncio.run(scenario(2)) == pytest.approx(4)

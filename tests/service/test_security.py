@@ -155,7 +155,8 @@ def test_logs_carry_request_ids_but_no_request_data(server, png):
 
 
 def test_a_large_multipart_upload_never_touches_the_disk(monkeypatch):
-    """Starlette spools multipart parts over 1 MB to a temporary file unless told not to."""
+    """Multipart parts are parsed in memory (Starlette's own parser spools parts over
+    1 MB to a temporary file)."""
     import tempfile
 
     from tests.live_server import in_process_server
