@@ -305,14 +305,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": "python -m benchmarks.serve_bench " + " ".join(sys.argv[1:]),
         "device": f"cpu: {platform.processor() or platform.machine()}, {CORES} cores",
         "model": MODEL,
-        "instances": args.instances,
-        "threads": args.threads,
         "max_batch_size": args.max_batch,
         "max_queue_delay_ms": args.delay_ms,
-        "purifier_env": server_command("purifier", 0, args)[1],
+        "layouts": {},
         "runs": [],
     }
-    for size in args.sizes:
+    for size, instances in zip(args.sizes, args.instances, strict=True):
+        threads = max(1, CORES // instances)  # the cores shared out, as Purifier does
+        layout = argparse.Namespace(**{**vars(args), "instances": instances, "threads": threads})
+        results["layouts"][str(size)] = {
+            "instances": instances,
+            "threads": layout.threads,
+            "purifier_env": server_command("purifier", 0, layout)[1],
+        }
         body = test_image(size)
         duration = args.duration_224 if size >= 224 else args.duration_28
         servers: dict[str, tuple[subprocess.Popen, str, tuple[bytes, dict[str, str]]]] = {}
@@ -321,7 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if system == "in_process":
                     continue
                 port = free_port()
-                cmd, env, ready = server_command(system, port, args)
+                cmd, env, ready = server_command(system, port, layout)
                 proc = start(cmd, env, ready)
                 url = f"http://127.0.0.1:{port}/purify"
                 send = encoded_request(system, body)
@@ -332,7 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for system in args.systems:
                     if system == "in_process":
                         row = in_process(
-                            body, c, duration, args.threads, args.max_batch, args.instances
+                            body, c, duration, layout.threads, args.max_batch, instances
                         )
                     else:
                         proc, url, send = servers[system]
@@ -351,11 +356,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Closed-loop load, {results['device']}; model {results['model']}; "
-        f"{results.get('instances', 1)} model instance(s) x {results['threads']} onnxruntime "
-        f"thread(s); batch {results['max_batch_size']}, "
+        f"batch {results['max_batch_size']}, "
         f"delay {results['max_queue_delay_ms']} ms. `{results['command']}`",
         "",
     ]
+    for size, layout in results.get("layouts", {}).items():
+        lines.append(
+            f"- {size}x{size}: every system runs {layout['instances']} model instance(s) x "
+            f"{layout['threads']} onnxruntime thread(s)"
+        )
+    lines.append("")
     lines += [
         "| size | system | concurrency | images/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|---|",
@@ -434,16 +444,24 @@ def main() -> None:
     parser.add_argument("--duration-28", type=float, default=10.0)
     parser.add_argument("--duration-224", type=float, default=20.0)
     parser.add_argument(
-        "--instances", type=int, default=CORES, help="model instances (one per core)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="onnxruntime threads per instance"
+        "--instances",
+        nargs="+",
+        type=int,
+        default=None,
+        help="model instances for each size, in the order of --sizes (default: one per "
+        "core below 224x224, where one-thread runs side by side are the most efficient, "
+        "and one with every core from 224x224, where two sessions at once ran slower)",
     )
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--delay-ms", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
-    args.threads = args.threads or max(1, CORES // args.instances)
+    if args.instances is None:
+        args.instances = [CORES if size < 224 else 1 for size in args.sizes]
+    if len(args.instances) == 1:
+        args.instances *= len(args.sizes)
+    if len(args.instances) != len(args.sizes):
+        parser.error("give one --instances value, or one per size")
     results = run(args)
     write_report(args.out, "serve_bench", results, markdown(results))
     plot(results, args.out / "serve_bench.png")
