@@ -8,7 +8,9 @@ grey image, so colour survives; a three-channel model sees grey images replicate
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,12 +57,16 @@ class DecodedImage:
 
 
 def decode(data: bytes, model_channels: int, max_pixels: int) -> DecodedImage:
-    """Untrusted bytes to pixels. Every failure is an ImageError (4xx): Pillow's parsers
-    raise many exception types on hostile files, and none of them is a server error."""
-    if not data:
-        raise ImageError(400, "empty_body", "the request has no image data")
+    """Untrusted bytes to pixels: open_image, then pixels_of."""
+    return pixels_of(open_image(data, max_pixels), model_channels)
+
+
+@contextlib.contextmanager
+def _image_errors() -> Iterator[None]:
+    """Every failure becomes an ImageError (4xx): Pillow's parsers raise many exception
+    types on hostile files, and none of them is a server error."""
     try:
-        return _decode(data, model_channels, max_pixels)
+        yield
     except ImageError:
         raise
     except MemoryError as err:
@@ -71,44 +77,45 @@ def decode(data: bytes, model_channels: int, max_pixels: int) -> DecodedImage:
         ) from err
 
 
-def declared_pixels(data: bytes) -> int | None:
-    """Width x height from the header alone (no pixel decoded); None when no accepted
-    format recognises the bytes (decode then says why)."""
-    try:
-        with Image.open(io.BytesIO(data), formats=sorted(ACCEPTED_FORMATS)) as img:
-            width, height = img.size
-    except Exception:
-        return None
-    return width * height
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """The image's header, checked (format, pixel count, one frame); no pixel decoded."""
+    if not data:
+        raise ImageError(400, "empty_body", "the request has no image data")
+    with _image_errors():
+        try:
+            # Only our formats' parsers ever see the bytes: some others allocate the whole
+            # canvas while opening, before any size check (a 100-byte GIF took 4 GB).
+            img = Image.open(io.BytesIO(data), formats=sorted(ACCEPTED_FORMATS))
+        except UnidentifiedImageError as err:
+            raise ImageError(
+                415,
+                "unsupported_media_type",
+                f"not an image we decode; send one of {sorted(ACCEPTED_FORMATS)}",
+            ) from err
+        # The pixel limit is checked from the header, before any pixel is decoded.
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageError(
+                413,
+                "too_many_pixels",
+                f"{width}x{height} is over the limit of {max_pixels} pixels",
+            )
+        if getattr(img, "n_frames", 1) > 1:
+            raise ImageError(
+                415,
+                "animated_image",
+                f"{img.format} with {img.n_frames} frames: send a single still image",
+            )
+        return img
 
 
-def _decode(data: bytes, model_channels: int, max_pixels: int) -> DecodedImage:
-    try:
-        # Only our formats' parsers ever see the bytes: some others allocate the whole
-        # canvas while opening, before any size check (a 100-byte GIF took 4 GB).
-        img = Image.open(io.BytesIO(data), formats=sorted(ACCEPTED_FORMATS))
-    except UnidentifiedImageError as err:
-        raise ImageError(
-            415,
-            "unsupported_media_type",
-            f"not an image we decode; send one of {sorted(ACCEPTED_FORMATS)}",
-        ) from err
-    # The pixel limit is checked from the header, before any pixel is decoded.
-    width, height = img.size
-    if width * height > max_pixels:
-        raise ImageError(
-            413, "too_many_pixels", f"{width}x{height} is over the limit of {max_pixels} pixels"
-        )
-    if getattr(img, "n_frames", 1) > 1:
-        raise ImageError(
-            415,
-            "animated_image",
-            f"{img.format} with {img.n_frames} frames: send a single still image",
-        )
-    fmt = img.format
-    img.load()
-    img = ImageOps.exif_transpose(img)  # a copy, without .format
-    return _to_array(img, fmt, model_channels)
+def pixels_of(img: Image.Image, model_channels: int) -> DecodedImage:
+    """Decode an opened image's pixels, upright (EXIF orientation applied)."""
+    with _image_errors():
+        fmt = img.format
+        img.load()
+        img = ImageOps.exif_transpose(img)  # a copy, without .format
+        return _to_array(img, fmt, model_channels)
 
 
 def _to_array(img: Image.Image, fmt: str, model_channels: int) -> DecodedImage:

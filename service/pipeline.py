@@ -12,10 +12,11 @@ from service.batcher import BatchStats
 from service.imaging import (
     DecodedImage,
     cut,
-    declared_pixels,
     decode,
     encode,
     from_model_planes,
+    open_image,
+    pixels_of,
     plan_tiles,
     stitch,
     to_model_planes,
@@ -24,19 +25,24 @@ from service.state import ModelRuntime, ServiceState
 
 # Decode and encode run in the codec pool, off the event loop, except for images of at
 # most INLINE_CODEC_PIXELS by their header (a small body can declare a large image): a
-# 28x28 PNG decodes in tens of microseconds, less than the thread hand-off costs.
+# 28x28 PNG decodes in tens of microseconds, less than the thread hand-off costs. Small
+# bodies have their header read on the loop to decide; the pool decodes from that header.
 INLINE_CODEC_PIXELS = 64 * 64
 INLINE_BODY_BYTES = 64 * 1024
 
 
 async def decode_image(state: ServiceState, runtime: ModelRuntime, data: bytes) -> DecodedImage:
     started = time.perf_counter()
-    args = (data, runtime.engine.channels, state.settings.max_pixels)
-    pixels = declared_pixels(data) if len(data) <= INLINE_BODY_BYTES else None
-    if pixels is not None and pixels <= INLINE_CODEC_PIXELS:
-        decoded = decode(*args)
+    loop = asyncio.get_running_loop()
+    channels, max_pixels = runtime.engine.channels, state.settings.max_pixels
+    if len(data) > INLINE_BODY_BYTES:
+        decoded = await loop.run_in_executor(state.codec_pool, decode, data, channels, max_pixels)
     else:
-        decoded = await asyncio.get_running_loop().run_in_executor(state.codec_pool, decode, *args)
+        img = open_image(data, max_pixels)
+        if img.width * img.height <= INLINE_CODEC_PIXELS:
+            decoded = pixels_of(img, channels)
+        else:
+            decoded = await loop.run_in_executor(state.codec_pool, pixels_of, img, channels)
     state.metrics.decode.labels(runtime.entry.name).observe(time.perf_counter() - started)
     return decoded
 
