@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.serve_bench import CORES, MODEL, ONNX, REPO, write_report
-
-
-def sessions_for(instances: int) -> list[ort.InferenceSession]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, CORES // instances)
-    return [
-        ort.InferenceSession(str(ONNX), options, providers=["CPUExecutionProvider"])
-        for _ in range(instances)
-    ]
+from benchmarks.serve_bench import CORES, MODEL, REPO, cpu_sessions, in_threads, write_report
 
 
 def images_per_s(sessions: list[ort.InferenceSession], x: np.ndarray, duration: float) -> float:
@@ -41,13 +31,8 @@ def images_per_s(sessions: list[ort.InferenceSession], x: np.ndarray, duration: 
             sessions[i].run(None, {"image": x})
             done[i] += len(x)
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(len(sessions))]
-    start = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return sum(done) / (time.perf_counter() - start)
+    elapsed = in_threads(work, len(sessions))  # before reading `done`: the threads fill it
+    return sum(done) / elapsed
 
 
 def main() -> None:
@@ -59,7 +44,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
-    layouts = {n: sessions_for(n) for n in sorted({1, CORES})}
+    layouts = {n: cpu_sessions(n, max(1, CORES // n)) for n in sorted({1, CORES})}
     for size in args.sizes:
         x = np.random.default_rng(0).random((args.batch, 1, size, size), dtype=np.float32)
         rates: dict[int, list[float]] = {n: [] for n in layouts}

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,15 +135,8 @@ def in_process(
     """The ceiling: `concurrency` images in flight, shared among `instances` worker
     threads (a session each, `threads` onnxruntime threads), each serving its share in
     batches of up to max_batch: decode, run, encode, with nothing in between."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
     instances = min(instances, concurrency)  # one image in flight keeps one worker busy
-    sessions = [
-        ort.InferenceSession(str(ONNX), options, providers=["CPUExecutionProvider"])
-        for _ in range(instances)
-    ]
+    sessions = cpu_sessions(instances, threads)
     share = -(-concurrency // instances)
     batch = min(share, max_batch)
     # Every image of a batch waited for the whole batch; with more in flight than one
@@ -170,13 +164,31 @@ def in_process(
             latencies.extend([(time.perf_counter() - t0) * waves] * batch)
             images[i] += batch
 
+    elapsed = in_threads(worker, instances)
+    return summarise(latencies, 0, elapsed, sum(images))
+
+
+def cpu_sessions(count: int, threads: int) -> list[Any]:
+    """`count` onnxruntime CPU sessions of the benchmark model, `threads` threads each."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return [
+        ort.InferenceSession(str(ONNX), options, providers=["CPUExecutionProvider"])
+        for _ in range(count)
+    ]
+
+
+def in_threads(work: Callable[[int], None], count: int) -> float:
+    """work(0) ... work(count - 1), each in its own thread; seconds until all returned."""
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(count)]
     start = time.perf_counter()
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(instances)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    return summarise(latencies, 0, time.perf_counter() - start, sum(images))
+    return time.perf_counter() - start
 
 
 def free_port() -> int:
