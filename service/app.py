@@ -22,7 +22,7 @@ from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
 from service.registry import ModelEntry, ModelLoadError, scan
 from service.routes import health, purify, v2
-from service.routes.purify import PURIFY_HEADERS
+from service.routes.purify import PURIFY_HEADERS, PURIFY_OPERATION
 from service.state import ModelRuntime, ServiceState
 
 log = logging.getLogger("purifier")
@@ -49,6 +49,7 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
         observer=observe,
         max_queue_wait_s=settings.max_queue_wait_s,
         instances=engine.instances,
+        expecting=lambda: state.arriving > 0,
     )
     card = entry.card
     tile = settings.tile_size or int(card.get("recommended_tile", 256))
@@ -183,4 +184,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(purify.router)
     app.include_router(health.router)
     app.include_router(v2.router)
+    _document_purify(app)
     return app
+
+
+def _document_purify(app: FastAPI) -> None:
+    """/purify is a plain Starlette route (see service.routes.purify), which FastAPI
+    leaves out of the OpenAPI document: add its operation to the generated one."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            FastAPI.openapi(app)["paths"]["/purify"] = PURIFY_OPERATION
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -9,6 +9,11 @@ next batch forms while they run. The queue is bounded:
 a full queue rejects at once (503) instead of piling up; items past their deadline are
 dropped before inference (504). An inference error fails only its own batch.
 
+A free instance waits up to `max_queue_delay` for a fuller batch only while more work is
+on its way: `expecting()` (the service counts requests admitted but not yet queued) says
+whether any is. When every request the service holds is already queued, waiting cannot
+grow the batch, so it runs at once: a lone request skips the delay (Triton waits it out).
+
 Admission also bounds the queue in time, not only in count: the batcher keeps a moving
 average of the seconds one image of each shape costs (measured on real batches), and a
 request whose estimated finish (work already queued + its own, shared among the
@@ -85,8 +90,10 @@ class DynamicBatcher:
         observer: Observer | None = None,
         max_queue_wait_s: float = math.inf,
         instances: int = 1,
+        expecting: Callable[[], bool] | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._expecting = expecting or (lambda: True)
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_delay = max_queue_delay_s
@@ -231,7 +238,7 @@ class DynamicBatcher:
                 continue
             _, queue = found
             age = time.perf_counter() - queue[0].enqueued
-            if len(queue) < self.max_batch_size and age < self.max_delay:
+            if len(queue) < self.max_batch_size and age < self.max_delay and self._expecting():
                 # Wait for more items or for the oldest one's delay to run out, then look again.
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):

@@ -48,7 +48,11 @@ class Settings(BaseSettings):
 
     # Batching
     max_batch_size: int = Field(16, ge=1)
-    max_queue_delay_ms: float = Field(4.0, ge=0)
+    max_queue_delay_ms: float = Field(
+        4.0,
+        ge=0,
+        description="longest a batch waits to fill, only while more requests are on their way",
+    )
     max_queue_size: int = Field(256, ge=1, description="images waiting, per model")
     max_queue_wait_s: float = Field(
         1.0,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from service.batcher import DynamicBatcher
@@ -35,6 +37,17 @@ class ServiceState:
     ready: bool = False
     draining: bool = False
     started: float = field(default_factory=time.time)
+    arriving: int = 0  # work requests admitted that have not reached a batcher yet
+
+    @contextmanager
+    def on_the_way(self) -> Iterator[None]:
+        """Around a work request's reading and decoding: while any request is in there,
+        batchers wait (up to their delay) for it to join the next batch."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
 
     @property
     def is_ready(self) -> bool:

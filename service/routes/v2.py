@@ -67,8 +67,9 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
                 "unknown_version",
                 f"{name} serves version {runtime.entry.version}, not {version}",
             )
-        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-        parsed = parse_request(body, request.headers.get(HEADER))
+        with state.on_the_way():  # encoded images decode later, inside the gather below
+            body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+            parsed = parse_request(body, request.headers.get(HEADER))
         deadline = started + settings.request_timeout_s
         array, blobs = None, None
         if parsed.blobs is not None:

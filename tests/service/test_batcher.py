@@ -170,3 +170,26 @@ def test_estimated_wait_shares_the_queued_work_among_instances():
 
     assert asyncio.run(scenario(1)) == pytest.approx(8)
     assert asyncio.run(scenario(2)) == pytest.approx(4)
+
+
+@pytest.mark.parametrize("more_coming", [False, True])
+def test_a_free_instance_waits_out_the_delay_only_while_more_work_is_on_its_way(more_coming):
+    """With nothing on its way a lone request runs at once; with a request still being
+    read or decoded, the batcher holds the batch open for up to max_queue_delay."""
+    delay = 0.5
+
+    async def scenario():
+        batcher = make_batcher(max_queue_delay_s=delay, expecting=lambda: more_coming)
+        batcher.start()
+        started = time.perf_counter()
+        ((_, stats),) = await submit_all(batcher, 1)
+        waited = time.perf_counter() - started
+        await batcher.stop()
+        return waited, stats
+
+    waited, stats = asyncio.run(scenario())
+    assert stats.batch_size == 1
+    if more_coming:
+        assert waited >= delay
+    else:
+        assert waited < delay / 2, waited

@@ -92,6 +92,20 @@ def test_64_concurrent_requests_batch_and_match_single_requests(server):
         assert np.abs(single - batched).max() <= 1
 
 
+def test_a_lone_request_skips_the_batching_delay_and_a_crowd_still_batches(start_server):
+    """The batcher holds a batch open for more work only while requests are on their way:
+    with a one-second delay, a lone request is not held back by it, and concurrent
+    requests still share batches."""
+    patient = start_server(PURIFIER_MAX_QUEUE_DELAY_MS="1000")
+    bodies = [encode_image(img, "PNG") for img in fmnist_images(16)]
+    lone = post_image(patient.url, bodies[0])
+    assert lone.status_code == 200, lone.text
+    assert float(lone.headers["x-purifier-queue-ms"]) < 500
+    responses = asyncio.run(post_concurrently(patient.url, bodies))
+    assert all(r.status_code == 200 for r in responses)
+    assert max(int(r.headers["x-purifier-batch-size"]) for r in responses) > 1
+
+
 def batch_histogram(url: str) -> dict[str, float]:
     text = httpx.get(f"{url}/metrics").text
     values = {}
