@@ -17,7 +17,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_from_config
 
-    evaluate_from_config(args.config, overrides=args.set)
+    evaluate_from_config(args.config, overrides=args.set, resume=args.resume)
     return 0
 
 
@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="write the robustness table for an evaluation config")
     p.add_argument("config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=override_help)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the cells a stopped run already measured (same specs and weights)",
+    )
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("export", help="export a trained purifier to ONNX with its card")

@@ -28,6 +28,13 @@ from training.attacks import BPDAWrapper, build_attack
 from training.config import load_config, seed_everything
 from training.data.registry import load_dataset
 from training.defenses import Defense, PurifierDefense, build_baseline, identity
+from training.eval_cache import (
+    CellCache,
+    attack_identity,
+    cell_key,
+    model_identity,
+    with_weight_hashes,
+)
 from training.loop import device_label, pick_device
 from training.models import build_feature_extractor, build_model, load_weights
 
@@ -86,7 +93,7 @@ def perturbation_stats(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, float]
 class Evaluation:
     """One run of the table for every target in the config."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], resume: bool = False) -> None:
         self.config = config
         self.device = pick_device(config.get("device", "auto"))
         self.batch = int(config.get("batch_size", 500))
@@ -106,6 +113,21 @@ class Evaluation:
             name: load_purifier(path, self.device) for name, path in config["purifiers"].items()
         }
         self.defenses.update(self.purifiers)
+        # Finished cells go to disk as they are measured; `resume` reads them back.
+        self.cache = CellCache(Path(config["output_dir"]) / "cells", resume)
+        self._images_id = {
+            "data": config["data"],
+            "images": len(self.x),
+            "seed": self.seed,
+            "batch": self.batch,
+            "device": self.device.type,
+            "source": model_identity(config.get("source")),
+            "features": with_weight_hashes(config["feature_extractor"]),
+        }
+        self._defense_ids = {
+            **{name: spec for name, spec in config["defenses"].items()},
+            **{name: model_identity(path) for name, path in config["purifiers"].items()},
+        }
 
     def evaluate_target(
         self,
@@ -114,11 +136,13 @@ class Evaluation:
         on_row: Any = None,
         defenses: list[str] | None = None,
         attacks: list[str] | None = None,
+        target_spec: str | Path | dict[str, Any] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Append one row per attack to `rows` (calling on_row after each, so partial
         tables survive a stop); return a few adversarial examples per attack. With
         `defenses`, only those columns are measured for this target, the rest not run;
-        with `attacks`, only those rows."""
+        with `attacks`, only those rows. With `target_spec` (the target's config or arch
+        spec), cells are kept in and, when resuming, read from the cell cache."""
         x, batch = self.x, self.batch
         active = {d: f for d, f in self.defenses.items() if defenses is None or d in defenses}
         skipped = {d: NOT_RUN for d in self.defenses if d not in active}
@@ -149,12 +173,29 @@ class Evaluation:
             adaptive = spec.get("adaptive")
             errors: dict[str, float | str | None] = dict(skipped)
             stats = None
+            resumed = 0  # cells read back from the cache
+            row_key = (
+                None
+                if target_spec is None
+                else cell_key(self._images_id, model_identity(target_spec), attack_identity(spec))
+            )
             if adaptive is None:
-                x_adv = self._craft(spec["name"], "-", attack, attacked, y_attack)
-                stats = perturbation_stats(x, x_adv)
-                examples[spec["name"]] = x_adv[:8].cpu()
-                for name, defense in active.items():
-                    errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
+                kept = self._kept_row(row_key, active)
+                if kept is not None:
+                    stats, examples[spec["name"]] = kept["stats"], kept["examples"]
+                    errors.update(kept["errors"])
+                    resumed = len(kept["errors"])
+                else:
+                    x_adv = self._craft(spec["name"], "-", attack, attacked, y_attack)
+                    stats = perturbation_stats(x, x_adv)
+                    examples[spec["name"]] = x_adv[:8].cpu()
+                    for name, defense in active.items():
+                        errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
+                        self._keep(row_key, name, errors[name])
+                    if row_key is not None:
+                        self.cache.put(
+                            row_key, {"stats": stats, "examples": examples[spec["name"]]}
+                        )
             else:
                 for name, defense in active.items():
                     front = self._adaptive_front(adaptive, name, defense)
@@ -164,9 +205,15 @@ class Evaluation:
                     if name not in spec.get("only", self.defenses):
                         errors[name] = NOT_RUN
                         continue
+                    kept_cell = self._kept_cell(row_key, name)
+                    if kept_cell is not None:
+                        errors[name] = kept_cell
+                        resumed += 1
+                        continue
                     pipeline = nn.Sequential(front, attacked).eval()
                     x_adv = self._craft(spec["name"], name, attack, pipeline, y_attack)
                     errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
+                    self._keep(row_key, name, errors[name])
             errors = {d: errors[d] for d in self.defenses}  # the table's column order
             rows.append(
                 {
@@ -175,7 +222,8 @@ class Evaluation:
                     "kind": attack_kind(spec),
                     "perturbation": stats,
                     "error": errors,
-                    "seconds": round(time.time() - t0, 1),
+                    "seconds": round(time.time() - t0, 1),  # this run's: less when resumed
+                    "cells_resumed": resumed,
                 }
             )
             if on_row is not None:
@@ -186,6 +234,32 @@ class Evaluation:
                 flush=True,
             )
         return examples
+
+    def _cell(self, row_key: str | None, defense: str) -> str | None:
+        if row_key is None or defense not in self._defense_ids:
+            return None  # a defense added by hand, not from the config: not cached
+        return cell_key(row_key, self._defense_ids[defense])
+
+    def _keep(self, row_key: str | None, defense: str, error: float) -> None:
+        key = self._cell(row_key, defense)
+        if key is not None:
+            self.cache.put(key, {"error": error})
+
+    def _kept_cell(self, row_key: str | None, defense: str) -> float | None:
+        key = self._cell(row_key, defense)
+        kept = None if key is None else self.cache.get(key)
+        return None if kept is None else kept["error"]
+
+    def _kept_row(self, row_key: str | None, active: dict[str, Defense]) -> dict[str, Any] | None:
+        """A non-adaptive row read back whole (stats, examples, every active column), or
+        None: one missing column means crafting the attack again."""
+        row = None if row_key is None else self.cache.get(row_key)
+        if row is None:
+            return None
+        errors = {name: self._kept_cell(row_key, name) for name in active}
+        if any(e is None for e in errors.values()):
+            return None
+        return {**row, "errors": errors}
 
     def _features_for(self, spec: dict[str, Any]) -> nn.Module:
         """The feature space a feature attack works in: the config's extractor (SSP),
@@ -244,12 +318,16 @@ def attack_kind(spec: dict[str, Any]) -> str:
     return "seen" if seen else "unseen"
 
 
-def evaluate_from_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+def evaluate_from_config(
+    path: str | Path, overrides: list[str] | None = None, resume: bool = False
+) -> dict[str, Any]:
+    """The whole table for a config. `resume`: reuse the cells a stopped run of the same
+    specs and weights already measured (training.eval_cache)."""
     config = load_config(path, overrides)
     seed_everything(int(config.get("seed", 0)))
     torch.set_num_threads(int(config.get("threads", torch.get_num_threads())))
     start = time.time()
-    ev = Evaluation(config)
+    ev = Evaluation(config, resume)
     result: dict[str, Any] = {
         "command": "purifier eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         if sys.argv[1:2] == ["eval"]
@@ -284,6 +362,7 @@ def evaluate_from_config(path: str | Path, overrides: list[str] | None = None) -
             on_row=lambda: write_reports(result, out_dir),
             defenses=columns,
             attacks=attacks,
+            target_spec=target_cfg,
         )
         if examples is None:
             examples = (target, adv)

@@ -169,3 +169,56 @@ def test_a_target_can_measure_only_some_columns_and_rows(eval_config):
         assert list(row["error"]) == ["none", "jpeg75", "nrp"]  # the table's column order
         assert row["error"]["none"] == "not run" and row["error"]["jpeg75"] == "not run"
         assert 0.0 <= row["error"]["nrp"] <= 100.0
+
+
+def test_a_resumed_eval_reads_back_finished_cells_and_crafts_only_what_changed(
+    eval_config, tmp_path, monkeypatch
+):
+    import training.evaluate as evaluate
+
+    first = evaluate_from_config(write_yaml(tmp_path / "eval.yaml", eval_config))
+    crafted: list[int] = []
+    real_run_attack = evaluate.run_attack
+
+    def counting(*args, **kwargs):
+        crafted.append(1)
+        return real_run_attack(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "run_attack", counting)
+    resumed = evaluate_from_config(write_yaml(tmp_path / "again.yaml", eval_config), resume=True)
+    assert crafted == []  # every cell came back from the cache
+    assert measured(resumed) == measured(first)
+    assert all(r["cells_resumed"] > 0 for r in resumed["targets"]["lenet"]["rows"][1:])
+
+    eval_config["attacks"][0] = {**eval_config["attacks"][0], "eps": 0.05}  # FGSM changed
+    changed = evaluate_from_config(write_yaml(tmp_path / "fgsm.yaml", eval_config), resume=True)
+    assert len(crafted) == 1
+    rows = {r["attack"]: r for r in changed["targets"]["lenet"]["rows"]}
+    assert rows["FGSM"]["perturbation"]["linf_max"] <= 0.05 + 1e-6
+    assert measured(changed)["PGD-5"] == measured(first)["PGD-5"]
+    assert rows["FGSM"]["cells_resumed"] == 0
+
+    crafted.clear()
+    evaluate_from_config(write_yaml(tmp_path / "fresh.yaml", eval_config))
+    # Without --resume everything is crafted again: 3 transfer rows, BPDA through each of
+    # the 3 defenses, white-box through the one purifier.
+    assert len(crafted) == 3 + 3 + 1
+
+
+def measured(result: dict) -> dict[str, tuple]:
+    """Each row's numbers, without this run's timings."""
+    return {
+        r["attack"]: (r["error"], r["perturbation"]) for r in result["targets"]["lenet"]["rows"]
+    }
+
+
+def test_a_changed_weights_file_changes_the_cell_key(tmp_path):
+    from training.eval_cache import cell_key, with_weight_hashes
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"one")
+    before = cell_key(with_weight_hashes({"arch": "lenet", "weights": str(weights)}))
+    with_weight_hashes.__globals__["file_sha256"].cache_clear()
+    weights.write_bytes(b"two")
+    after = cell_key(with_weight_hashes({"arch": "lenet", "weights": str(weights)}))
+    assert before != after
