@@ -22,7 +22,7 @@ FASHION_MNIST_CLASSES = (
     "Bag",
     "Ankle boot",
 )
-_FILES = {
+IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
@@ -54,10 +54,10 @@ def load_fashion_mnist(
     split: str = "train", limit: int | None = None, root: str | Path | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (images float32 [N,1,28,28] in [0,1], labels int64 [N])."""
-    if split not in _FILES:
-        raise ValueError(f"split must be one of {sorted(_FILES)}, got {split!r}")
+    if split not in IDX_FILES:
+        raise ValueError(f"split must be one of {sorted(IDX_FILES)}, got {split!r}")
     folder = Path(root) if root is not None else data_dir()
-    paths = [folder / name for name in _FILES[split]]
+    paths = [folder / name for name in IDX_FILES[split]]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise DatasetMissingError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -112,6 +113,11 @@ SOURCES: dict[str, tuple[str, str, dict[str, list[str]]]] = {
 
 
 def source_dir(source: str) -> Path:
+    """Where a source's files are: the package's folder, or with PURIFIER_PHOTOS_DIR set
+    (a copy made by `python -m training.bundle`), its `<source>/` folder in there."""
+    bundle = os.environ.get("PURIFIER_PHOTOS_DIR")
+    if bundle:
+        return Path(bundle) / source
     folder = SOURCES[source][0]
     return Path(folder) if folder else _skimage_dir()
 
@@ -133,17 +139,23 @@ class Photo:
 
 
 def photos(split: str | None = None) -> list[Photo]:
-    """Every curated photo (or one split's); fails naming the package of a missing file."""
+    """Every curated photo (or one split's); fails naming the package of a missing file
+    (only the split's files need be there: a bundle may hold one split)."""
     out = []
     for source, (_, provider, groups) in SOURCES.items():
         root = source_dir(source)
         for group, files in groups.items():
             for name in files:
-                path = root / name
-                if not path.is_file():
-                    raise DatasetMissingError(f"{path} is missing: install the {provider}")
-                out.append(Photo(source, group, path))
-    return [p for p in out if split is None or p.split == split]
+                photo = Photo(source, group, root / name)
+                if split is not None and photo.split != split:
+                    continue
+                if not photo.path.is_file():
+                    raise DatasetMissingError(
+                        f"{photo.path} is missing: install the {provider} (or point "
+                        "PURIFIER_PHOTOS_DIR at a bundle: python -m training.bundle)"
+                    )
+                out.append(photo)
+    return out
 
 
 def manifest() -> list[dict[str, Any]]:
