@@ -58,6 +58,7 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
         {
             "version": str(entry.version),
             "provider": engine.provider,
+            "precision": engine.precision,
             "method": str(card.get("method")),
         }
     )

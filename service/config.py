@@ -43,6 +43,16 @@ class Settings(BaseSettings):
         description="onnxruntime worker threads busy-wait between runs (steals CPU "
         "from decode/encode and from a neighbouring model container)",
     )
+    precision: Literal["auto", "fp32", "fp16"] = Field(
+        "auto",
+        description="auto: model.fp16.onnx where the model has one and runs on a GPU, "
+        "model.onnx otherwise; fp16 insists on the half-precision file",
+    )
+    io_binding: bool = Field(
+        False,
+        description="run through onnxruntime IO binding: input bound from host memory, "
+        "output bound on the device and fetched once",
+    )
     gpu_mem_limit_mb: int = Field(0, ge=0, description="0 = no limit")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
 

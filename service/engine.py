@@ -11,12 +11,13 @@ import logging
 import os
 import queue
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from service.config import Settings
-from service.registry import ModelEntry
+from service.registry import ModelEntry, ModelLoadError
 
 log = logging.getLogger("purifier.engine")
 
@@ -27,8 +28,26 @@ _PROVIDER_NAMES = {
 }
 
 
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
 class GPURequiredError(RuntimeError):
     """A GPU was required but onnxruntime runs the model on the CPU."""
+
+
+def model_file(entry: ModelEntry, precision: str, on_gpu: bool) -> tuple[Path, str]:
+    """(file, "fp32" | "fp16"): the half-precision model where asked for, or under
+    "auto" where the model has one and a GPU provider is first in line."""
+    if precision == "fp16":
+        if entry.fp16_path is None:
+            raise ModelLoadError(
+                f"model {entry.name}: PURIFIER_PRECISION=fp16 but its card lists no "
+                "model.fp16.onnx (purifier export writes one)"
+            )
+        return entry.fp16_path, "fp16"
+    if precision == "auto" and on_gpu and entry.fp16_path is not None:
+        return entry.fp16_path, "fp16"
+    return entry.onnx_path, "fp32"
 
 
 def provider_list(settings: Settings) -> list[str | tuple[str, dict]]:
@@ -82,32 +101,49 @@ class Engine:
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.sessions = [
-            ort.InferenceSession(
-                str(entry.onnx_path), sess_options=options, providers=provider_list(settings)
-            )
-            for _ in range(settings.instances)
-        ]
+        providers = provider_list(settings)
+        first = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        path, self.precision = model_file(entry, settings.precision, first in GPU_PROVIDERS)
+        self.sessions = self._open(path, options, providers, settings.instances)
+        self.provider = self.sessions[0].get_providers()[0]
+        if self.precision == "fp16" and settings.precision == "auto" and not self.on_gpu:
+            # CUDA was installed but could not start: the CPU runs float32 faster.
+            path, self.precision = entry.onnx_path, "fp32"
+            self.sessions = self._open(path, options, providers, settings.instances)
         self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         for session in self.sessions:
             self._free.put(session)
-        self.provider = self.sessions[0].get_providers()[0]
+        self.io_binding = settings.io_binding
+        self._device = "cuda" if self.on_gpu else "cpu"
         log.info(
-            "model %s v%s runs on %s: %d instance(s) x %d thread(s)",
+            "model %s v%s runs on %s: %s (%s), %d instance(s) x %d thread(s)%s",
             entry.name,
             entry.version,
             self.provider,
+            path.name,
+            self.precision,
             len(self.sessions),
             options.intra_op_num_threads,
+            ", IO binding" if self.io_binding else "",
         )
-        if settings.require_gpu and self.provider not in (
-            "CUDAExecutionProvider",
-            "TensorrtExecutionProvider",
-        ):
+        if settings.require_gpu and not self.on_gpu:
             raise GPURequiredError(
                 f"model {entry.name}: a GPU is required (PURIFIER_REQUIRE_GPU) but onnxruntime "
                 f"uses {self.sessions[0].get_providers()}; install onnxruntime-gpu and check CUDA"
             )
+
+    @staticmethod
+    def _open(
+        path: Path, options: ort.SessionOptions, providers: list, count: int
+    ) -> list[ort.InferenceSession]:
+        return [
+            ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            for _ in range(count)
+        ]
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.provider in GPU_PROVIDERS
 
     @property
     def channels(self) -> int:
@@ -123,7 +159,13 @@ class Engine:
         than there are instances)."""
         session = self._free.get()
         try:
-            return session.run(["purified"], {"image": batch})[0]
+            if not self.io_binding:
+                return session.run(["purified"], {"image": batch})[0]
+            binding = session.io_binding()
+            binding.bind_cpu_input("image", batch)
+            binding.bind_output("purified", self._device)
+            session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0]
         finally:
             self._free.put(session)
 

@@ -1,5 +1,6 @@
-"""The model registry: finds exported_models/<name>/<version>/{model.onnx, card.json},
-picks the highest version, and refuses a model whose sha256 differs from its card."""
+"""The model registry: finds exported_models/<name>/<version>/{model.onnx, card.json}
+(and model.fp16.onnx where the card lists one), picks the highest version, and refuses a
+model whose files' sha256 differ from its card."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class ModelEntry:
     version: int
     onnx_path: Path
     card: dict[str, Any]
+    fp16_path: Path | None = None  # the half-precision model, when exported
 
     @property
     def channels(self) -> int:
@@ -48,13 +50,24 @@ def load_entry(model_dir: Path, version: int | None = None) -> ModelEntry:
         card = json.loads(card_path.read_text())
     except json.JSONDecodeError as err:
         raise ModelLoadError(f"{card_path} is not valid JSON: {err}") from err
-    digest = sha256_of(onnx_path)
-    if card.get("sha256") != digest:
+    _check_sha256(onnx_path, card.get("sha256"), card_path)
+    fp16 = card.get("fp16")
+    fp16_path = None
+    if isinstance(fp16, dict):
+        fp16_path = vdir / str(fp16.get("file", "model.fp16.onnx"))
+        if not fp16_path.exists():
+            raise ModelLoadError(f"missing {fp16_path} (listed in {card_path})")
+        _check_sha256(fp16_path, fp16.get("sha256"), card_path)
+    return ModelEntry(model_dir.name, chosen, onnx_path, card, fp16_path)
+
+
+def _check_sha256(path: Path, expected: object, card_path: Path) -> None:
+    digest = sha256_of(path)
+    if expected != digest:
         raise ModelLoadError(
-            f"{onnx_path}: sha256 {digest} does not match {card_path} ({card.get('sha256')}); "
+            f"{path}: sha256 {digest} does not match {card_path} ({expected}); "
             "refusing a corrupt or mismatched model"
         )
-    return ModelEntry(model_dir.name, chosen, onnx_path, card)
 
 
 def discover(repository: Path, only: list[str] | None = None) -> list[ModelEntry]:

@@ -2,7 +2,8 @@
 against torch, the Triton config, and card.json written from the measured evaluation.
 
 Layout written: OUTPUT_ROOT/NAME/config.pbtxt and OUTPUT_ROOT/NAME/VERSION/{model.onnx,
-card.json}. Input `image` and output `purified`: float32 NCHW in [0, 1], N/H/W dynamic.
+model.fp16.onnx, card.json}. Input `image` and output `purified`: float32 NCHW in [0, 1],
+N/H/W dynamic (also for the half-precision model: training.fp16).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from training.config import load_config
 from training.data.registry import load_dataset
+from training.fp16 import add_fp16
 from training.models import build_model, load_weights
 
 OPSET = 17
@@ -249,19 +251,26 @@ def export_from_config(
     version_dir = model_dir / str(version)
     onnx_path = export_onnx(net, version_dir / "model.onnx", channels, (28, 28))
 
-    real = None
-    try:
-        real = load_dataset(config["data"], "test")[0][:8]
-    except FileNotFoundError:
-        print("no dataset found: parity checked on random inputs only")
-    parity = check_parity(net, onnx_path, parity_inputs(channels, real))
+    inputs = parity_inputs(channels, real_images(config))
+    parity = check_parity(net, onnx_path, inputs)
 
     result = json.loads(Path(evaluation).read_text()) if evaluation else None
     card = build_card(config, net, onnx_path, version, parity, result)
     (version_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (model_dir / "config.pbtxt").write_text(triton_config(config["name"], channels))
+    fp16 = add_fp16(version_dir, [x.numpy() for x in inputs])
     print(
         f"exported {onnx_path} (parity {parity:.1e}, {card['params']} params, "
-        f"{card['gflops_at_224']} GFLOPs at 224)"
+        f"{card['gflops_at_224']} GFLOPs at 224) and {fp16['file']} "
+        f"(within {fp16['parity_max_abs_diff_vs_fp32']:.1e} of float32)"
     )
     return version_dir
+
+
+def real_images(config: dict[str, Any]) -> torch.Tensor | None:
+    """Eight test images of the purifier's dataset for the parity checks, if installed."""
+    try:
+        return load_dataset(config["data"], "test")[0][:8]
+    except FileNotFoundError:
+        print("no dataset found: parity checked on random inputs only")
+        return None

@@ -73,7 +73,12 @@ async def models(request: Request) -> dict[str, Any]:
     return {
         "default": state.default_model,
         "models": [
-            {**m.entry.card, "provider": m.engine.provider, "ready": m.ready}
+            {
+                **m.entry.card,
+                "provider": m.engine.provider,
+                "precision": m.engine.precision,
+                "ready": m.ready,
+            }
             for m in state.models.values()
         ]
         + [{"name": name, "ready": False, "error": why} for name, why in state.failed.items()],

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 from service.config import Settings
-from service.engine import Engine, threads_per_instance, usable_cores
-from service.registry import scan
+from service.engine import Engine, model_file, threads_per_instance, usable_cores
+from service.registry import ModelLoadError, scan
 from tests.conftest import REPO
 
 
@@ -31,3 +33,41 @@ def test_two_instances_answer_concurrent_runs_like_one():
         np.testing.assert_allclose(output, single.run(batch), atol=1e-6)
     assert double._free.qsize() == 2  # every session handed back
     assert double.warm_up([(1, 1, 32, 32)]) > 0
+
+
+def fmnist_nrp():
+    (entry,), _ = scan(REPO / "exported_models", ["fmnist-nrp"])
+    return entry
+
+
+def test_precision_picks_the_half_precision_file_only_where_it_pays():
+    entry = fmnist_nrp()
+    assert entry.fp16_path is not None and entry.fp16_path.name == "model.fp16.onnx"
+    assert model_file(entry, "auto", on_gpu=False) == (entry.onnx_path, "fp32")
+    assert model_file(entry, "auto", on_gpu=True) == (entry.fp16_path, "fp16")
+    assert model_file(entry, "fp32", on_gpu=True) == (entry.onnx_path, "fp32")
+    assert model_file(entry, "fp16", on_gpu=False) == (entry.fp16_path, "fp16")
+    without = dataclasses.replace(entry, fp16_path=None)
+    assert model_file(without, "auto", on_gpu=True) == (entry.onnx_path, "fp32")
+    with pytest.raises(ModelLoadError, match=r"model\.fp16\.onnx"):
+        model_file(without, "fp16", on_gpu=True)
+
+
+def test_a_forced_half_precision_engine_agrees_with_float32_within_one_level():
+    entry = fmnist_nrp()
+    full = Engine(entry, Settings(intra_op_threads=1))
+    half = Engine(entry, Settings(intra_op_threads=1, precision="fp16"))
+    assert (full.precision, half.precision) == ("fp32", "fp16")
+    batch = np.random.default_rng(0).random((3, 1, 28, 28), np.float32)
+    out = half.run(batch)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, full.run(batch), atol=1 / 255)
+
+
+def test_io_binding_gives_the_plain_run_s_output():
+    entry = fmnist_nrp()
+    plain = Engine(entry, Settings(intra_op_threads=1))
+    bound = Engine(entry, Settings(intra_op_threads=1, io_binding=True))
+    for shape in ((1, 1, 28, 28), (4, 1, 32, 40)):
+        batch = np.random.default_rng(1).random(shape, np.float32)
+        np.testing.assert_array_equal(bound.run(batch), plain.run(batch))

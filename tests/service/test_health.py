@@ -27,6 +27,7 @@ def test_models_lists_the_cards(server):
     assert body["default"] == "fmnist-nrp"
     card = body["models"][0]
     assert card["name"] == "fmnist-nrp" and card["provider"] == "CPUExecutionProvider"
+    assert card["precision"] == "fp32"  # on a CPU "auto" keeps float32
     assert card["evaluation"]["num_images"] >= 2000
 
 
@@ -37,8 +38,8 @@ def test_metrics_are_prometheus_histograms_labelled_by_model(server):
     assert "# TYPE purifier_batch_size histogram" in text
     assert 'purifier_pending_requests{model="fmnist-nrp"}' in text
     assert (
-        'purifier_model_info{method="nrp",model="fmnist-nrp",provider="CPUExecutionProvider"'
-        in text
+        'purifier_model_info{method="nrp",model="fmnist-nrp",precision="fp32",'
+        'provider="CPUExecutionProvider"' in text
     )
 
 
@@ -92,3 +93,21 @@ def test_corrupt_model_is_refused_with_the_file_named(tmp_path):
         assert str(onnx) in str(err) and "sha256" in str(err)
     else:
         raise AssertionError("a model that does not match its card was accepted")
+
+
+def test_a_corrupt_or_missing_half_precision_file_is_refused_with_the_file_named(tmp_path):
+    import shutil
+
+    import pytest
+
+    from service.registry import ModelLoadError, discover
+
+    repo = tmp_path / "models"
+    shutil.copytree(REPO / "exported_models" / "fmnist-nrp", repo / "fmnist-nrp")
+    half = repo / "fmnist-nrp" / "1" / "model.fp16.onnx"
+    half.write_bytes(half.read_bytes()[:-4] + b"0123")
+    with pytest.raises(ModelLoadError, match=r"model\.fp16\.onnx: sha256"):
+        discover(repo)
+    half.unlink()
+    with pytest.raises(ModelLoadError, match=r"missing .*model\.fp16\.onnx"):
+        discover(repo)

@@ -1,9 +1,11 @@
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -96,3 +98,37 @@ def test_serving_sized_purifier_exports_with_parity_at_odd_sizes(tmp_path):
     path = export_onnx(net, tmp_path / "model.onnx", channels=3, sample_hw=(32, 32))
     inputs = [torch.rand(1, 3, 37, 61), torch.rand(2, 3, 64, 48), torch.rand(1, 3, 5, 3)]
     assert check_parity(net, path, inputs) <= 1e-4
+
+
+def test_export_writes_a_half_precision_model_with_the_float32_contract(exported):
+    card = json.loads((exported / "card.json").read_text())
+    fp16_path = exported / card["fp16"]["file"]
+    assert fp16_path.name == "model.fp16.onnx"
+    assert card["fp16"]["sha256"] == hashlib.sha256(fp16_path.read_bytes()).hexdigest()
+    assert 0 < card["fp16"]["parity_max_abs_diff_vs_fp32"] <= 1 / 255
+    model = onnx.load(fp16_path)
+    floats = {i.name: i.data_type for i in model.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in floats.values()  # the weights are half precision
+    assert onnx.TensorProto.FLOAT not in {
+        t for n, t in floats.items() if "weight" in n
+    }  # every conv weight converted
+    session = ort.InferenceSession(str(fp16_path), providers=["CPUExecutionProvider"])
+    (image,), (purified,) = session.get_inputs(), session.get_outputs()
+    assert (image.name, image.type, purified.name, purified.type) == (
+        "image",
+        "tensor(float)",
+        "purified",
+        "tensor(float)",
+    )
+    x = np.random.default_rng(0).random((3, 1, 33, 47), dtype=np.float32)
+    assert session.run(None, {"image": x})[0].shape == x.shape  # dynamic N, H, W kept
+
+
+def test_a_half_precision_model_past_the_tolerance_is_not_written(exported, monkeypatch):
+    import training.fp16 as fp16
+
+    (exported / "model.fp16.onnx").unlink()
+    monkeypatch.setattr(fp16, "FP16_TOLERANCE", 1e-9)
+    with pytest.raises(fp16.FP16ParityError, match="from float32"):
+        fp16.add_fp16(exported, [np.random.default_rng(0).random((2, 1, 28, 28), np.float32)])
+    assert not list(exported.glob("model.fp16.onnx*"))
