@@ -30,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -131,12 +132,13 @@ def in_process(
     threads: int,
     max_batch: int,
     instances: int = 1,
+    device: str = "cpu",
 ) -> dict:
     """The ceiling: `concurrency` images in flight, shared among `instances` worker
     threads (a session each, `threads` onnxruntime threads), each serving its share in
     batches of up to max_batch: decode, run, encode, with nothing in between."""
     instances = min(instances, concurrency)  # one image in flight keeps one worker busy
-    sessions = cpu_sessions(instances, threads)
+    sessions = cpu_sessions(instances, threads, device)
     share = -(-concurrency // instances)
     batch = min(share, max_batch)
     # Every image of a batch waited for the whole batch; with more in flight than one
@@ -168,16 +170,12 @@ def in_process(
     return summarise(latencies, 0, elapsed, sum(images))
 
 
-def cpu_sessions(count: int, threads: int) -> list[Any]:
-    """`count` onnxruntime CPU sessions of the benchmark model, `threads` threads each."""
-    import onnxruntime as ort
+def cpu_sessions(count: int, threads: int, device: str = "cpu") -> list[Any]:
+    """`count` onnxruntime sessions of the benchmark model, `threads` threads each, on the
+    CPU (or on the GPU: device "gpu")."""
+    from benchmarks.servers.sessions import open_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return [
-        ort.InferenceSession(str(ONNX), options, providers=["CPUExecutionProvider"])
-        for _ in range(count)
-    ]
+    return [open_session(str(ONNX), threads, device) for _ in range(count)]
 
 
 def in_threads(work: Callable[[int], None], count: int) -> float:
@@ -202,12 +200,15 @@ def start(
 ) -> subprocess.Popen:
     # A process group of its own: LitServe's workers are child processes that keep
     # polling (0.36 of a core each while idle), so pausing and stopping go to the group.
+    # Its output goes to an unnamed temporary file (a pipe nobody drains would block a
+    # server that logs every request), read back if it fails to start.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - open as long as the server runs
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,
         env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     deadline = time.time() + timeout
@@ -218,7 +219,9 @@ def start(
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(f"{cmd} exited with {proc.returncode}")
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-1500:]
+            raise RuntimeError(f"{cmd} exited with {proc.returncode}:\n{tail}")
         time.sleep(0.3)
     stop(proc)
     raise TimeoutError(f"{cmd} not ready")
@@ -262,11 +265,29 @@ def write_report(out: Path, stem: str, result: dict[str, Any], md: str) -> None:
     print(md)
 
 
+# Purifier's GPU variants: the same server with one setting changed.
+PURIFIER_VARIANTS = {
+    "purifier": {},
+    "purifier_fp16": {"PURIFIER_PRECISION": "fp16"},
+    "purifier_io_binding": {"PURIFIER_IO_BINDING": "true"},
+}
+GPU_SYSTEMS = ["in_process", *PURIFIER_VARIANTS, "naive_fastapi", "litserve"]
+PEERS = {"in_process": "ceiling", "litserve": "litserve", "naive_fastapi": "naive"}
+
+
 def server_command(system: str, port: int, args: argparse.Namespace) -> tuple[list[str], dict, str]:
     base = f"http://127.0.0.1:{port}"
     threads = str(args.threads)
-    if system == "purifier":
+    device = getattr(args, "device", "cpu")
+    if system in PURIFIER_VARIANTS:
+        placement = (
+            {"PURIFIER_PROVIDERS": '["cuda"]', "PURIFIER_REQUIRE_GPU": "true"}
+            if device == "gpu"
+            else {"PURIFIER_PROVIDERS": '["cpu"]', "PURIFIER_PRECISION": "fp32"}
+        )
         env = {
+            **placement,
+            **PURIFIER_VARIANTS[system],
             "PURIFIER_INSTANCES": str(args.instances),
             "PURIFIER_INTRA_OP_THREADS": threads,
             # The ceiling and the peers run a 28x28 image as it is; the default bucket
@@ -292,6 +313,7 @@ def server_command(system: str, port: int, args: argparse.Namespace) -> tuple[li
             str(ONNX),
             str(port),
             threads,
+            device,
         ]
         return cmd, {}, f"{base}/ready"
     if system == "litserve":
@@ -305,9 +327,23 @@ def server_command(system: str, port: int, args: argparse.Namespace) -> tuple[li
             str(args.max_batch),
             str(args.delay_ms / 1000),
             str(args.instances),
+            device,
         ]
         return cmd, {}, f"{base}/health"
     raise ValueError(system)
+
+
+def device_name(device: str) -> str:
+    """What the results were measured on, GPU named (nvidia-smi) when it was one."""
+    cpu = f"cpu: {platform.processor() or platform.machine()}, {CORES} cores"
+    if device != "gpu":
+        return cpu
+    try:
+        query = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
+        gpu = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        gpu = "unnamed (nvidia-smi not found)"
+    return f"gpu: {gpu}; host {cpu}"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,7 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     them alike instead of whichever ran then."""
     results: dict[str, Any] = {
         "command": "python -m benchmarks.serve_bench " + " ".join(sys.argv[1:]),
-        "device": f"cpu: {platform.processor() or platform.machine()}, {CORES} cores",
+        "device": device_name(args.device),
         "model": MODEL,
         "max_batch_size": args.max_batch,
         "max_queue_delay_ms": args.delay_ms,
@@ -350,7 +386,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for system in args.systems:
                     if system == "in_process":
                         row = in_process(
-                            body, c, duration, layout.threads, args.max_batch, instances
+                            body,
+                            c,
+                            duration,
+                            layout.threads,
+                            args.max_batch,
+                            instances,
+                            args.device,
                         )
                     else:
                         proc, url, send = servers[system]
@@ -401,24 +443,15 @@ def markdown(results: dict[str, Any]) -> str:
         at = {
             r["system"]: r for r in results["runs"] if r["size"] == size and r["concurrency"] == 32
         }
-        p = at.get("purifier")
-        if not p:
-            continue
-        parts = []
-        if "in_process" in at:
-            parts.append(
-                f"purifier / ceiling = {p['throughput'] / at['in_process']['throughput']:.2f}"
-            )
-        if "litserve" in at:
-            parts.append(
-                f"purifier / litserve = {p['throughput'] / at['litserve']['throughput']:.2f}"
-            )
-        if "naive_fastapi" in at:
-            parts.append(
-                f"purifier / naive = {p['throughput'] / at['naive_fastapi']['throughput']:.2f}"
-            )
-        parts.append(f"purifier p99 / p50 = {p['p99_ms'] / p['p50_ms']:.2f}")
-        lines.append(f"- size {size}: " + ", ".join(parts))
+        for variant in (v for v in PURIFIER_VARIANTS if v in at):
+            p = at[variant]
+            parts = [
+                f"{variant} / {label} = {p['throughput'] / at[peer]['throughput']:.2f}"
+                for peer, label in PEERS.items()
+                if peer in at
+            ]
+            parts.append(f"{variant} p99 / p50 = {p['p99_ms'] / p['p50_ms']:.2f}")
+            lines.append(f"- size {size}: " + ", ".join(parts))
     return "\n".join(lines) + "\n"
 
 
@@ -450,8 +483,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--systems", nargs="+", default=["in_process", "purifier", "naive_fastapi", "litserve"]
+        "--device",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="gpu: every system runs the model with onnxruntime's CUDA provider (and fails "
+        "if it cannot), Purifier also with the FP16 model and with IO binding; results go "
+        "to serve_bench_gpu.*",
     )
+    parser.add_argument("--systems", nargs="+", default=None)
     parser.add_argument("--sizes", nargs="+", type=int, default=[28, 224])
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32, 64])
     parser.add_argument("--duration-28", type=float, default=10.0)
@@ -469,15 +508,21 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
-    if args.instances is None:
-        args.instances = [CORES if size < 224 else 1 for size in args.sizes]
+    if args.systems is None:
+        cpu_systems = ["in_process", "purifier", "naive_fastapi", "litserve"]
+        args.systems = GPU_SYSTEMS if args.device == "gpu" else cpu_systems
+    if args.instances is None:  # one GPU instance: the GPU runs one batch at a time anyway
+        args.instances = [
+            1 if args.device == "gpu" or size >= 224 else CORES for size in args.sizes
+        ]
     if len(args.instances) == 1:
         args.instances *= len(args.sizes)
     if len(args.instances) != len(args.sizes):
         parser.error("give one --instances value, or one per size")
     results = run(args)
-    write_report(args.out, "serve_bench", results, markdown(results))
-    plot(results, args.out / "serve_bench.png")
+    stem = "serve_bench_gpu" if args.device == "gpu" else "serve_bench"
+    write_report(args.out, stem, results, markdown(results))
+    plot(results, args.out / f"{stem}.png")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 Requests: JSON {"image": base64 PNG}.
 
 Run: python -m benchmarks.servers.litserve_server MODEL.onnx PORT THREADS MAX_BATCH DELAY_S \
-        WORKERS
+        WORKERS [cpu|gpu]
 (WORKERS inference processes, each with its own session of THREADS threads.)
 """
 
@@ -15,22 +15,27 @@ import sys
 
 import litserve as ls
 import numpy as np
-import onnxruntime as ort
 from fastapi import Request, Response
 from PIL import Image
 
+from benchmarks.servers.sessions import open_session
+
 
 class PurifierAPI(ls.LitAPI):
-    def __init__(self, onnx_path: str, threads: int, max_batch_size: int, batch_timeout: float):
+    def __init__(
+        self,
+        onnx_path: str,
+        threads: int,
+        max_batch_size: int,
+        batch_timeout: float,
+        device: str = "cpu",
+    ):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-        self.onnx_path, self.threads = onnx_path, threads
+        self.onnx_path, self.threads, self.on = onnx_path, threads, device
 
     def setup(self, device: str) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        self.session = ort.InferenceSession(
-            self.onnx_path, options, providers=["CPUExecutionProvider"]
-        )
+        # onnxruntime picks the GPU itself; LitServe's `device` names its worker's slot.
+        self.session = open_session(self.onnx_path, self.threads, self.on)
 
     def decode_request(self, request: Request) -> np.ndarray:
         # LitServe hands the parsed body to its inference process through a pickling
@@ -57,6 +62,9 @@ class PurifierAPI(ls.LitAPI):
 if __name__ == "__main__":
     onnx_file, port, n_threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     batch, delay, workers = int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
-    api = PurifierAPI(onnx_file, n_threads, batch, delay)
+    device = sys.argv[7] if len(sys.argv) > 7 else "cpu"
+    api = PurifierAPI(onnx_file, n_threads, batch, delay, device)
+    # accelerator "cpu" either way: LitServe's CUDA mode would pin torch devices; the
+    # session above is what runs on the GPU.
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=workers, api_path="/purify")
     server.run(port=port, generate_client_file=False, log_level="warning")

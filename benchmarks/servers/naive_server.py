@@ -1,6 +1,6 @@
 """Baseline (c): a naive FastAPI endpoint, one onnxruntime call per request, no batching.
 
-Run: python -m benchmarks.servers.naive_server MODEL.onnx PORT THREADS
+Run: python -m benchmarks.servers.naive_server MODEL.onnx PORT THREADS [cpu|gpu]
 """
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ import sys
 from typing import Annotated
 
 import numpy as np
-import onnxruntime as ort
 import uvicorn
 from fastapi import FastAPI, File, Response, UploadFile
 from PIL import Image
 
+from benchmarks.servers.sessions import open_session
 
-def create_app(onnx_path: str, threads: int) -> FastAPI:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+
+def create_app(onnx_path: str, threads: int, device: str = "cpu") -> FastAPI:
+    session = open_session(onnx_path, threads, device)
     app = FastAPI()
 
     @app.get("/ready")
@@ -40,4 +39,6 @@ def create_app(onnx_path: str, threads: int) -> FastAPI:
 
 if __name__ == "__main__":
     onnx_file, port, n_threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    uvicorn.run(create_app(onnx_file, n_threads), host="127.0.0.1", port=port, log_level="warning")
+    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
+    app = create_app(onnx_file, n_threads, device)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

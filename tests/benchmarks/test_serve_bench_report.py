@@ -1,6 +1,12 @@
 """The benchmark's bookkeeping (no timing here: timings live in benchmarks/results)."""
 
-from benchmarks.serve_bench import markdown, summarise
+import argparse
+
+import onnxruntime as ort
+import pytest
+
+from benchmarks.serve_bench import GPU_SYSTEMS, ONNX, markdown, server_command, summarise
+from benchmarks.servers.sessions import open_session
 
 
 def test_summarise_percentiles_and_throughput():
@@ -36,3 +42,46 @@ def test_markdown_reports_the_target_ratios():
     )
     assert "purifier / ceiling = 0.90" in text and "purifier / litserve = 1.50" in text
     assert "purifier p99 / p50 = 2.50" in text
+
+
+def test_the_gpu_run_measures_every_purifier_variant_on_cuda_or_not_at_all():
+    layout = argparse.Namespace(instances=1, threads=2, max_batch=16, delay_ms=4.0, device="gpu")
+    envs = {s: server_command(s, 1, layout)[1] for s in GPU_SYSTEMS if s.startswith("purifier")}
+    assert set(envs) == {"purifier", "purifier_fp16", "purifier_io_binding"}
+    for env in envs.values():
+        assert env["PURIFIER_PROVIDERS"] == '["cuda"]' and env["PURIFIER_REQUIRE_GPU"] == "true"
+    assert envs["purifier_fp16"]["PURIFIER_PRECISION"] == "fp16"
+    assert envs["purifier_io_binding"]["PURIFIER_IO_BINDING"] == "true"
+    for peer in ("naive_fastapi", "litserve"):
+        assert server_command(peer, 1, layout)[0][-1] == "gpu"
+    # Here, without onnxruntime-gpu, asking for the GPU fails instead of timing the CPU.
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+            open_session(str(ONNX), 1, "gpu")
+
+
+def test_markdown_reports_ratios_for_each_purifier_variant():
+    runs = [
+        {
+            "system": s,
+            "size": 224,
+            "concurrency": 32,
+            "throughput": t,
+            "p50_ms": 10.0,
+            "p95_ms": 20.0,
+            "p99_ms": 20.0,
+            "errors": 0,
+        }
+        for s, t in (("in_process", 100.0), ("purifier", 90.0), ("purifier_fp16", 150.0))
+    ]
+    text = markdown(
+        {
+            "command": "x",
+            "device": "gpu",
+            "model": "m",
+            "max_batch_size": 16,
+            "max_queue_delay_ms": 4.0,
+            "runs": runs,
+        }
+    )
+    assert "purifier / ceiling = 0.90" in text and "purifier_fp16 / ceiling = 1.50" in text
