@@ -16,30 +16,7 @@ def test_summarise_percentiles_and_throughput():
 
 
 def test_markdown_reports_the_target_ratios():
-    runs = [
-        {
-            "system": s,
-            "size": 28,
-            "concurrency": 32,
-            "throughput": t,
-            "p50_ms": 10.0,
-            "p95_ms": 20.0,
-            "p99_ms": 25.0,
-            "errors": 0,
-        }
-        for s, t in (("in_process", 200.0), ("purifier", 180.0), ("litserve", 120.0))
-    ]
-    text = markdown(
-        {
-            "command": "x",
-            "device": "cpu",
-            "model": "m",
-            "threads": 2,
-            "max_batch_size": 16,
-            "max_queue_delay_ms": 4.0,
-            "runs": runs,
-        }
-    )
+    text = report(28, {"in_process": 200.0, "purifier": 180.0, "litserve": 120.0}, p99=25.0)
     assert "purifier / ceiling = 0.90" in text and "purifier / litserve = 1.50" in text
     assert "purifier p99 / p50 = 2.50" in text
 
@@ -61,27 +38,32 @@ def test_the_gpu_run_measures_every_purifier_variant_on_cuda_or_not_at_all():
 
 
 def test_markdown_reports_ratios_for_each_purifier_variant():
+    text = report(224, {"in_process": 100.0, "purifier": 90.0, "purifier_fp16": 150.0}, p99=20.0)
+    assert "purifier / ceiling = 0.90" in text and "purifier_fp16 / ceiling = 1.50" in text
+
+
+def report(size: int, throughputs: dict[str, float], p99: float) -> str:
+    """The markdown for one run per system at concurrency 32, p50 10 ms."""
     runs = [
         {
-            "system": s,
-            "size": 224,
+            "system": system,
+            "size": size,
             "concurrency": 32,
-            "throughput": t,
+            "throughput": throughput,
             "p50_ms": 10.0,
             "p95_ms": 20.0,
-            "p99_ms": 20.0,
+            "p99_ms": p99,
             "errors": 0,
         }
-        for s, t in (("in_process", 100.0), ("purifier", 90.0), ("purifier_fp16", 150.0))
+        for system, throughput in throughputs.items()
     ]
-    text = markdown(
+    return markdown(
         {
             "command": "x",
-            "device": "gpu",
+            "device": "cpu",
             "model": "m",
             "max_batch_size": 16,
             "max_queue_delay_ms": 4.0,
             "runs": runs,
         }
     )
-    assert "purifier / ceiling = 0.90" in text and "purifier_fp16 / ceiling = 1.50" in text
