@@ -329,7 +329,10 @@ def evaluate_from_config(
     start = time.time()
     ev = Evaluation(config, resume)
     result: dict[str, Any] = {
-        "command": "purifier eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        # The command that reproduces the table: without --resume, which changes what is
+        # measured again, not the numbers (rows count their `cells_resumed`).
+        "command": "purifier eval "
+        + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--resume")
         if sys.argv[1:2] == ["eval"]
         else f"purifier eval {path}",
         "config": str(path),
