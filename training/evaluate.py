@@ -125,7 +125,7 @@ class Evaluation:
             "features": with_weight_hashes(config["feature_extractor"]),
         }
         self._defense_ids = {
-            **{name: spec for name, spec in config["defenses"].items()},
+            **config["defenses"],
             **{name: model_identity(path) for name, path in config["purifiers"].items()},
         }
 
@@ -165,6 +165,8 @@ class Evaluation:
             }
         )
         examples: dict[str, torch.Tensor] = {}
+        # The target's spec and weights' hashes, once per target (the cache keys use it).
+        target_id = None if target_spec is None else model_identity(target_spec)
         for spec in self.config["attacks"]:
             if attacks is not None and spec["name"] not in attacks:
                 continue
@@ -176,8 +178,8 @@ class Evaluation:
             resumed = 0  # cells read back from the cache
             row_key = (
                 None
-                if target_spec is None
-                else cell_key(self._images_id, model_identity(target_spec), attack_identity(spec))
+                if target_id is None
+                else cell_key(self._images_id, target_id, attack_identity(spec))
             )
             if adaptive is None:
                 kept = self._kept_row(row_key, active)
