@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.serve_bench import CORES, MODEL, REPO, cpu_sessions, in_threads, write_report
+from service.engine import cores_per_instance
 
 
 def images_per_s(sessions: list[ort.InferenceSession], x: np.ndarray, duration: float) -> float:
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
-    layouts = {n: cpu_sessions(n, max(1, CORES // n)) for n in sorted({1, CORES})}
+    layouts = {n: cpu_sessions(n, cores_per_instance(n)) for n in sorted({1, CORES})}
     for size in args.sizes:
         x = np.random.default_rng(0).random((args.batch, 1, size, size), dtype=np.float32)
         rates: dict[int, list[float]] = {n: [] for n in layouts}
@@ -60,7 +61,7 @@ def main() -> None:
                 {
                     "size": size,
                     "instances": n,
-                    "threads": max(1, CORES // n),
+                    "threads": cores_per_instance(n),
                     "images_per_s": round(statistics.median(measured), 1),
                     "rounds": [round(r, 1) for r in measured],
                 }

@@ -41,10 +41,12 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from service.engine import cores_per_instance, usable_cores
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "fmnist-nrp"
 ONNX = REPO / "exported_models" / MODEL / "1" / "model.onnx"
-CORES = len(os.sched_getaffinity(0))
+CORES = usable_cores()
 
 
 def test_image(size: int) -> bytes:
@@ -360,7 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "runs": [],
     }
     for size, instances in zip(args.sizes, args.instances, strict=True):
-        threads = max(1, CORES // instances)  # the cores shared out, as Purifier does
+        threads = cores_per_instance(instances)  # as Purifier shares them out
         layout = argparse.Namespace(**{**vars(args), "instances": instances, "threads": threads})
         results["layouts"][str(size)] = {
             "instances": instances,

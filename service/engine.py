@@ -80,10 +80,15 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cores_per_instance(instances: int) -> int:
+    """The usable cores shared out among `instances` sessions: two sessions that each
+    start a thread per core would fight over every core."""
+    return max(1, usable_cores() // instances)
+
+
 def threads_per_instance(settings: Settings) -> int:
-    """intra_op_threads, or the usable cores shared out among the instances: two sessions
-    that each start a thread per core would fight over every core."""
-    return settings.intra_op_threads or max(1, usable_cores() // settings.instances)
+    """intra_op_threads, or the cores shared out among the instances."""
+    return settings.intra_op_threads or cores_per_instance(settings.instances)
 
 
 class Engine:
@@ -104,12 +109,15 @@ class Engine:
         providers = provider_list(settings)
         first = providers[0] if isinstance(providers[0], str) else providers[0][0]
         path, self.precision = model_file(entry, settings.precision, first in GPU_PROVIDERS)
-        self.sessions = self._open(path, options, providers, settings.instances)
-        self.provider = self.sessions[0].get_providers()[0]
+        # One session first: the provider it actually got decides the file for the rest.
+        first_session = self._open(path, options, providers, 1)[0]
+        self.provider = first_session.get_providers()[0]
         if self.precision == "fp16" and settings.precision == "auto" and not self.on_gpu:
             # CUDA was installed but could not start: the CPU runs float32 faster.
             path, self.precision = entry.onnx_path, "fp32"
-            self.sessions = self._open(path, options, providers, settings.instances)
+            first_session = self._open(path, options, providers, 1)[0]
+        rest = self._open(path, options, providers, settings.instances - 1)
+        self.sessions = [first_session, *rest]
         self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         for session in self.sessions:
             self._free.put(session)

@@ -27,7 +27,9 @@ CONTENT_TYPES = {
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
 }
-OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+# What a client may ask for: "same" keeps the input's format.
+REQUESTED_FORMATS = ("same", *OUTPUT_FORMATS)
 
 
 class ImageError(ValueError):
@@ -173,9 +175,8 @@ def encode(
     elif out_format in OUTPUT_FORMATS:
         fmt = OUTPUT_FORMATS[out_format]
     else:
-        raise ImageError(
-            400, "bad_format", f"format must be same|png|jpeg|webp, got {out_format!r}"
-        )
+        allowed = "|".join(REQUESTED_FORMATS)
+        raise ImageError(400, "bad_format", f"format must be {allowed}, got {out_format!r}")
     img = _fit_mode(_restore_mode(decoded, purified), fmt)
     buffer = io.BytesIO()
     params = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from service.registry import sha256_of
 from training.config import load_config
 
 # Attack fields that choose where a row is shown or which cells run, not how it is crafted.
@@ -28,11 +29,8 @@ PRESENTATION_FIELDS = ("seen", "only")
 
 @cache
 def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a weights file, once per process (a table hashes each target once)."""
+    return sha256_of(Path(path))
 
 
 def with_weight_hashes(value: Any) -> Any:

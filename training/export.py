@@ -8,7 +8,6 @@ N/H/W dynamic (also for the half-precision model: training.fp16).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import warnings
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from service.registry import sha256_of
 from training.config import load_config
 from training.data.registry import load_dataset
 from training.fp16 import add_fp16
@@ -164,7 +164,7 @@ def build_card(
         "recommended_tile": int(ex.get("recommended_tile", 256)),
         "params": sum(p.numel() for p in net.parameters()),
         "gflops_at_224": count_gflops(net, channels),
-        "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "sha256": sha256_of(onnx_path),
         "opset": OPSET,
         "parity_max_abs_diff": parity,
         "architecture": spec,

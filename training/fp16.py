@@ -17,12 +17,13 @@ file's sha256 and the measured difference.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import onnx
+
+from service.registry import sha256_of
 
 FP16_FILE = "model.fp16.onnx"
 FP16_TOLERANCE = 1 / 255  # one 8-bit level of the purified image
@@ -70,7 +71,7 @@ def add_fp16(version_dir: Path, inputs: list[np.ndarray]) -> dict[str, object]:
     partial.replace(fp16_path)
     record: dict[str, object] = {
         "file": FP16_FILE,
-        "sha256": hashlib.sha256(fp16_path.read_bytes()).hexdigest(),
+        "sha256": sha256_of(fp16_path),
         "parity_max_abs_diff_vs_fp32": diff,
     }
     card_path = version_dir / "card.json"

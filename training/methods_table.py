@@ -101,8 +101,8 @@ def build(result: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     return tables
 
 
-def write(result: dict[str, Any], spec: dict[str, Any], out_dir: Path) -> str:
-    tables = build(result, spec)
+def write(result: dict[str, Any], tables: dict[str, Any], out_dir: Path) -> str:
+    """Write the built tables as methods.md/json/csv into out_dir; return the markdown."""
     intro = (
         f"Top-1 error (%) on {result['num_images']} Fashion-MNIST test images; "
         f"device: {result['device']}; `{result['command']}`; rendered by "
@@ -159,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = json.loads(args.table.read_text())
     spec = yaml.safe_load(Path(result["config"]).read_text())["methods_table"]
-    text = write(result, spec, args.table.parent)
+    tables = build(result, spec)
+    text = write(result, tables, args.table.parent)
     print(text)
-    add_to_cards(build(result, spec), result, args.cards)
+    add_to_cards(tables, result, args.cards)
     if args.readme is not None:
         replace_in_readme(args.readme, text)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request, Response
 
 from service.errors import ServiceError
+from service.imaging import REQUESTED_FORMATS
 from service.multipart import multipart_image
 from service.pipeline import decode_image, distances, encode_image, purify_pixels
 from service.routes.tracking import TrackedRequest
@@ -83,7 +84,6 @@ async def image_bytes(request: Request, limit: int, timeout_s: float) -> bytes:
     return body
 
 
-FORMATS = ("same", "png", "jpeg", "webp")
 # The route is a plain Starlette endpoint, not a FastAPI one: FastAPI's per-request
 # dependency solving and exit stack cost a fifth of the event loop's time per 28x28
 # image (py-spy, concurrency 32). Its three query parameters are parsed here, and the
@@ -104,7 +104,7 @@ PURIFY_OPERATION = {
                 "name": "format",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string", "enum": list(FORMATS), "default": "same"},
+                "schema": {"type": "string", "enum": list(REQUESTED_FORMATS), "default": "same"},
             },
             {
                 "name": "quality",
@@ -136,8 +136,10 @@ def purify_options(request: Request) -> PurifyOptions:
     """The query parameters, checked (400 bad_request naming the parameter)."""
     query = request.query_params
     fmt = query.get("format", "same")
-    if fmt not in FORMATS:
-        raise ServiceError(400, "bad_request", f"query.format: must be one of {', '.join(FORMATS)}")
+    if fmt not in REQUESTED_FORMATS:
+        raise ServiceError(
+            400, "bad_request", f"query.format: must be one of {', '.join(REQUESTED_FORMATS)}"
+        )
     quality = query.get("quality")
     if quality is not None:
         if not (quality.isdigit() and 1 <= int(quality) <= 100):

@@ -76,7 +76,7 @@ def test_rows_are_defenses_then_robust_classifiers_then_best_purifier_on_cas():
 
 
 def test_write_renders_markdown_csv_and_json(tmp_path):
-    text = write(_result(), SPEC, tmp_path)
+    text = write(_result(), build(_result(), SPEC), tmp_path)
     assert "| nrp + AT+CAS | 50.0 | 51.0 | 52.0 | 53.0 | 54.0 |" in text
     assert (
         "| *(attack kind)* | clean | unseen | seen by arn | unseen | adaptive (whitebox) |" in text
