@@ -26,7 +26,8 @@ $(VENV)/.train-installed: $(VENV)/bin/python pyproject.toml Makefile
 	touch $@
 
 # Debian packages the tests need: the datasets (Fashion-MNIST; photographs from
-# opencv-doc and plasma-workspace-wallpapers), and Prometheus (the scrape test).
+# opencv-doc, plasma-workspace-wallpapers, lomiri-wallpapers-16.04/-20.04 and
+# mate-backgrounds), and Prometheus (the scrape test).
 define apt_need
 	@if [ ! -e $(1) ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -41,6 +42,9 @@ data:
 	$(call apt_need,$(FMNIST_DIR)/train-images-idx3-ubyte.gz,dataset-fashion-mnist)
 	$(call apt_need,/usr/share/doc/opencv-doc/examples/data/baboon.jpg,opencv-doc)
 	$(call apt_need,/usr/share/wallpapers/Path/contents/images/2560x1600.jpg,plasma-workspace-wallpapers)
+	$(call apt_need,/usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg,lomiri-wallpapers-16.04)
+	$(call apt_need,/usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg,lomiri-wallpapers-20.04)
+	$(call apt_need,/usr/share/backgrounds/mate/nature/Aqua.jpg,mate-backgrounds)
 
 deploy-tools:
 	$(call apt_need,/usr/bin/prometheus,prometheus)

@@ -1,6 +1,6 @@
 """Natural photographs from offline packages, for the natural-image purifier.
 
-The photos are curated by hand from three sources (drawings, renders, text, charts and
+The photos are curated by hand from five sources (drawings, renders, text, charts and
 calibration boards left out; views of one scene kept in one group so that a scene is
 never on both sides of the split). Whole groups are held out for evaluation by a fixed
 rule, so the split never changes when a source adds files. No image is copied into the
@@ -40,6 +40,7 @@ def _skimage_dir() -> Path:
 # source -> (folder, what provides it, {group: [relative paths]})
 OPENCV = "/usr/share/doc/opencv-doc/examples/data"
 WALLPAPERS = "/usr/share/wallpapers"
+BACKGROUNDS = "/usr/share/backgrounds"
 SOURCES: dict[str, tuple[str, str, dict[str, list[str]]]] = {
     "opencv-doc": (
         OPENCV,
@@ -87,6 +88,47 @@ SOURCES: dict[str, tuple[str, str, dict[str, list[str]]]] = {
                 "OneStandsOut",
                 "Path",
                 "summer_1am",
+            )
+        },
+    ),
+    "lomiri-wallpapers": (
+        BACKGROUNDS,
+        "Debian packages lomiri-wallpapers-16.04 and lomiri-wallpapers-20.04",
+        {
+            "bridge": ["Bridge_by_Sander_Klootwijk.jpg"],
+            "dragonfly": ["Dragonfly_by_Bolly.jpg"],
+            "fig": ["Picture_0B_by_freespace.jpg"],
+            "brushes": ["Picture_1A_by_freespace.jpg"],
+            "wine": ["Wine_by_Jakkub_Mede.jpg"],
+            "aitzgorri": ["aitzgorri_by_Aitzol_Berasategi.jpg"],
+            "lamp": ["free_by_Peter_Nerlich.jpg"],
+            "dogs": ["friends_by_Aitzol_Berasategi.jpg"],
+            "wallclock": ["greentock_by_Peter_Nerlich.jpg"],
+            "stream": ["life_by_Aitzol_Berasategi.jpg"],
+            "picosdeeuropa": ["picosdeeuropa_by_Aitzol_Berasategi.jpg"],
+            "dandelions": ["seeding_by_Clements_Engelhardt.jpg"],
+            "sunset": ["sunset_by_Aitzol_Berasategi.jpg"],
+            "nuthatch": ["Kleiber_by_Lukas_Baubkus.jpg"],
+        },
+    ),
+    "mate-backgrounds": (
+        f"{BACKGROUNDS}/mate/nature",
+        "Debian package mate-backgrounds",
+        {
+            name.lower(): [f"{name}.jpg"]
+            for name in (
+                "Aqua",
+                "Blinds",
+                "Dune",
+                "FreshFlower",
+                "Garden",
+                "GreenMeadow",
+                "LadyBird",
+                "RainDrops",
+                "Storm",
+                "TwoWings",
+                "Wood",
+                "YellowFlower",
             )
         },
     ),
@@ -177,11 +219,24 @@ def manifest() -> list[dict[str, Any]]:
     return rows
 
 
+# Shorter sides above this are scaled down on load. Crops are drawn relative to the
+# shorter side (at least min_scale of it) and resized to 128-224 px, so a 16-megapixel
+# wallpaper holds no more distinct crops than a 1600-px one - but would take 50 MB of
+# memory per process and, drawn by area, a quarter of all crops.
+MAX_SHORT_SIDE = 1600
+
+
 @cache
 def _pixels(path: Path) -> np.ndarray:
-    """uint8 HWC RGB, decoded once per process."""
+    """uint8 HWC RGB, decoded once per process, the shorter side at most MAX_SHORT_SIDE."""
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        img = img.convert("RGB")
+        short = min(img.size)
+        if short > MAX_SHORT_SIDE:
+            scale = MAX_SHORT_SIDE / short
+            size = (round(img.width * scale), round(img.height * scale))
+            img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        return np.asarray(img)
 
 
 def random_crop(
