@@ -15,11 +15,27 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config not found: {path}")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = _read_with_base(path)
     config = apply_overrides(config, overrides or [])
     config.setdefault("name", path.stem)
     config["_path"] = str(path)
     return config
+
+
+def _read_with_base(path: Path) -> dict[str, Any]:
+    """The YAML at path; with `base: OTHER.yaml` (relative to path's folder), OTHER's
+    config with this file's top-level keys in place of OTHER's, so that a variant states
+    only the sections it changes (each one whole: no deep merge to second-guess)."""
+    config = yaml.safe_load(path.read_text()) or {}
+    base = config.pop("base", None)
+    if base is None:
+        return config
+    base_path = path.parent / base
+    if not base_path.exists():
+        raise FileNotFoundError(f"{path}: base config not found: {base_path}")
+    base_config = _read_with_base(base_path)
+    base_config.pop("name", None)  # a variant is named after itself
+    return {**base_config, **config}
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

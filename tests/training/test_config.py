@@ -1,0 +1,34 @@
+"""Experiment configs: a variant names a base and states only the sections it changes."""
+
+import pytest
+
+from tests.conftest import REPO
+from training.config import load_config
+
+CONFIGS = REPO / "training" / "configs"
+
+
+def test_a_variant_merges_over_its_base(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "name: base-run\npurifier: {arch: nrp_unet, width: 48, blocks: 2}\n"
+        "train: {epochs: 3, batch_size: 32}\n"
+    )
+    (tmp_path / "small.yaml").write_text("base: base.yaml\npurifier: {arch: nrp_unet, width: 32}\n")
+    config = load_config(tmp_path / "small.yaml", ["train.batch_size=8"])
+    assert config["purifier"] == {"arch": "nrp_unet", "width": 32}  # a section is replaced whole
+    assert config["train"] == {"epochs": 3, "batch_size": 8}
+    assert config["name"] == "small" and "base" not in config  # named after itself
+
+
+def test_a_missing_base_is_named(tmp_path):
+    (tmp_path / "variant.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.yaml"):
+        load_config(tmp_path / "variant.yaml")
+
+
+def test_the_small_photo_purifier_differs_only_in_size_and_paths():
+    base = load_config(CONFIGS / "photo_nrp.yaml")
+    small = load_config(CONFIGS / "photo_nrp_small.yaml")
+    changed = {k for k in base.keys() | small.keys() if base.get(k) != small.get(k)}
+    assert changed == {"name", "output_dir", "weights", "purifier", "_path"}
+    assert small["purifier"]["blocks"] < base["purifier"]["blocks"]
