@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.training.helpers import purifier_loss
+from tests.training.helpers import purifier_loss_before_and_after_one_step
 from training.losses import ragan_critic_loss, ragan_generator_loss
 from training.methods.nrp import NRPTrainer, train_nrp
 from training.models import build_model
@@ -38,14 +38,8 @@ def test_ragan_generator_loss_falls_as_purified_look_more_real():
 
 
 def test_one_training_step_lowers_the_purifier_loss(nrp_config, fmnist_test):
-    torch.manual_seed(0)
-    trainer = NRPTrainer(nrp_config, torch.device("cpu"))
-    x = fmnist_test[0][:32]
-    x_adv = trainer.ssp(x)
-
-    before = purifier_loss(trainer, x, x_adv)
-    trainer.update_purifier(x, x_adv)
-    assert purifier_loss(trainer, x, x_adv) < before
+    before, after = purifier_loss_before_and_after_one_step(nrp_config, fmnist_test[0][:32])
+    assert after < before
 
 
 def test_one_critic_step_lowers_the_critic_loss(nrp_config, fmnist_test):
