@@ -65,11 +65,22 @@ def _dim(
 
 
 def _tidim(
-    eps: float, alpha: float, steps: int, decay: float = 1.0, len_kernel: int = 15
+    eps: float,
+    alpha: float,
+    steps: int,
+    decay: float = 1.0,
+    len_kernel: int = 15,
+    diversity_prob: float = 0.5,
 ) -> Attack:
     """TI-DIM: DIM with translation-invariant (Gaussian-smoothed) gradients (Dong et al.)."""
     return lambda model, x, y: _torchattacks().TIFGSM(
-        model, eps=eps, alpha=alpha, steps=steps, decay=decay, len_kernel=len_kernel
+        model,
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        decay=decay,
+        len_kernel=len_kernel,
+        diversity_prob=diversity_prob,
     )(x, y)
 
 
