@@ -7,7 +7,7 @@ into one folder, for a machine that has neither the Debian packages nor a packag
     . OUT/env.sh && purifier train training/configs/photo_nrp.yaml
 
 Parts (sizes as installed here): `fmnist` (Fashion-MNIST's idx files, 30 MB);
-`photos-train` and `photos-test` (the curated photographs of each split, 13 and 3 MB);
+`photos-train` and `photos-test` (the curated photographs of each split, 31 and 9 MB);
 `mobilenet` (MobileNetV2's ImageNet weights, 14 MB: SSP's feature extractor);
 `efficientnet` (EfficientNet-Lite0's code and weights, 18 MB: an evaluation target);
 `torchattacks` (1 MB) and `foolbox` (with its pure-Python needs, 4 MB: Fashion-MNIST's
