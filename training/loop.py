@@ -95,6 +95,10 @@ class MetricsLog:
                 writer.writeheader()
             writer.writerow(row)
 
+    def start_over(self) -> None:
+        """A fresh run's log holds only its own rows."""
+        self.path.unlink(missing_ok=True)
+
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
     path = Path(path)
@@ -170,6 +174,9 @@ def fit(
         trainer.load_state_dict(state["trainer"])
         epoch, step = state["epoch"], state["step"]
         print(f"{config['name']}: resuming at epoch {epoch + 1}, step {step}")
+    elif ctx.is_main:
+        log.start_over()
+        val_log.start_over()
 
     def save(epoch: int, step: int) -> None:
         if ctx.is_main:

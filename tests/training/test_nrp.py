@@ -83,6 +83,12 @@ def test_training_writes_weights_log_and_resumes(nrp_config):
     second = torch.load(weights)
     assert any(not torch.equal(first[k], second[k]) for k in first)
 
+    # Starting over (--fresh) starts the logs over too.
+    train_nrp(nrp_config, resume=False)
+    validation = (out / "validation.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in validation[1:]] == ["1", "2"]
+    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 4
+
 
 def test_time_budget_stops_cleanly_and_resume_finishes(nrp_config):
     nrp_config["train"]["max_minutes"] = 0
