@@ -54,6 +54,21 @@ def test_one_critic_step_lowers_the_critic_loss(nrp_config, fmnist_test):
     assert after < before
 
 
+def test_clean_fraction_keeps_that_share_of_the_batch_clean(nrp_config, fmnist_test):
+    x = fmnist_test[0][:8]
+    assert not torch.equal(NRPTrainer(nrp_config, torch.device("cpu")).perturb(x)[:4], x[:4])
+    nrp_config["train"]["clean_fraction"] = 0.5
+    trainer = NRPTrainer(nrp_config, torch.device("cpu"))
+    x_adv = trainer.perturb(x)
+    assert torch.equal(x_adv[:4], x[:4])
+    delta = (x_adv[4:] - x[4:]).abs()
+    assert delta.amax() > 0 and delta.amax() <= nrp_config["ssp"]["eps"] + 1e-6
+    assert trainer.step(x)["ssp_distortion"] > 0  # measured on the perturbed share only
+    nrp_config["train"]["clean_fraction"] = 1.0
+    with pytest.raises(ValueError, match="clean_fraction"):
+        NRPTrainer(nrp_config, torch.device("cpu"))
+
+
 def test_loss_weights_follow_the_paper_by_default(nrp_config):
     nrp_config.pop("loss")
     trainer = NRPTrainer(nrp_config, torch.device("cpu"))
@@ -144,6 +159,17 @@ def test_serving_sized_purifier_has_no_input_to_output_skip():
     torch.nn.init.constant_(last.bias, 0.5)
     a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     assert torch.equal(net(a), net(b))
+
+
+def test_identity_init_purifier_starts_as_the_identity_and_needs_the_residual():
+    small = {"arch": "nrp_unet", "nf": 8, "width": 16, "gc": 8, "blocks": 1}
+    net = build_model({**small, "residual": True, "identity_init": True})
+    x = torch.rand(2, 3, 21, 30)
+    assert torch.equal(net(x), x)
+    trained_tail = build_model({**small, "residual": True})  # default init: not the identity
+    assert not torch.allclose(trained_tail(x), x)
+    with pytest.raises(ValueError, match="residual"):
+        build_model({**small, "identity_init": True})
 
 
 def test_train_nrp_runs_on_photo_crops(tmp_path):

@@ -88,6 +88,14 @@ class NRPTrainer:
             for net in (self.features, self.critic):
                 net.to(memory_format=torch.channels_last)
         self.ssp = SSP(self.features, **config["ssp"])
+        # Not in Alg. 2, whose purifier never sees a clean input: this share of every
+        # batch goes in unperturbed, so that P(x) keeps x's features too. A sidecar sees
+        # mostly clean images, and without it the purifier's clean cost was large
+        # (Fashion-MNIST +3.2/+9.6 points; photos: MobileNetV2 changed its top-1 on all
+        # purified clean crops). 0 is the paper.
+        self.clean_fraction = float(tc.get("clean_fraction", 0.0))
+        if not 0.0 <= self.clean_fraction < 1.0:
+            raise ValueError(f"train.clean_fraction must be in [0, 1), got {self.clean_fraction}")
         lc = config.get("loss", {})
         self.objective = NRPObjective(
             self.features,
@@ -133,13 +141,28 @@ class NRPTrainer:
         self.opt_c.step()
         return critic_loss
 
+    def clean_count(self, batch_size: int) -> int:
+        """How many of a batch stay clean."""
+        return round(self.clean_fraction * batch_size)
+
+    def perturb(self, x: torch.Tensor) -> torch.Tensor:
+        """Alg. 2 line 3: SSP adversaries, except the batch's first `clean_fraction`
+        share, which stays clean (the batches are shuffled)."""
+        n_clean = self.clean_count(len(x))
+        if n_clean == 0:
+            return self.ssp(x)
+        return torch.cat([x[:n_clean], self.ssp(x[n_clean:])])
+
     def step(self, x: torch.Tensor) -> dict[str, float]:
         """One iteration of Algorithm 2."""
-        x_adv = self.ssp(x)  # line 3
+        x_adv = self.perturb(x)  # line 3
         losses, purified = self.update_purifier(x, x_adv)
         critic_loss = self.update_critic(x, purified)
+        n_clean = self.clean_count(len(x))
         with torch.no_grad():
-            distortion = self.ssp.distance(self.features(x), self.features(x_adv)).mean()
+            distortion = self.ssp.distance(
+                self.features(x[n_clean:]), self.features(x_adv[n_clean:])
+            ).mean()
         return {
             **{k: v.item() for k, v in losses.items()},
             "critic": critic_loss.item(),

@@ -80,7 +80,10 @@ class NRPUNet(nn.Module):
 
     `residual=True` adds the input back (out = x + net(x)): not NRP (a skip would let the
     adversarial pattern through), but the denoiser CAFD builds on (HGD's, whose network
-    predicts the correction to its input), and the authors' CAFD code does the same."""
+    predicts the correction to its input), and the authors' CAFD code does the same.
+    `identity_init=True` (with `residual`) zeroes the last convolution so training starts
+    from the identity, which keeps every clean image's class on step 0 (HGD, whose
+    residual U-Net is trained with the same high-level feature loss, Liao et al. 2018)."""
 
     size_multiple = 1
 
@@ -92,8 +95,11 @@ class NRPUNet(nn.Module):
         gc: int = 24,
         blocks: int = 2,
         residual: bool = False,
+        identity_init: bool = False,
     ) -> None:
         super().__init__()
+        if identity_init and not residual:
+            raise ValueError("identity_init needs residual=True (out = x + net(x))")
         self.in_channels = in_channels
         self.residual = residual
         act = nn.LeakyReLU(0.2, inplace=True)
@@ -107,6 +113,9 @@ class NRPUNet(nn.Module):
         self.tail = nn.Sequential(
             nn.Conv2d(nf, nf, 3, 1, 1), act, nn.Conv2d(nf, in_channels, 3, 1, 1)
         )
+        if identity_init:
+            nn.init.zeros_(self.tail[-1].weight)
+            nn.init.zeros_(self.tail[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2], x.shape[3]
