@@ -4,10 +4,34 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float. PyYAML follows YAML 1.1, where a
+    float needs a dot (`1.0e-3`) and `lr: 1e-3` silently becomes the string "1e-3"."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _parse(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -26,7 +50,7 @@ def _read_with_base(path: Path) -> dict[str, Any]:
     """The YAML at path; with `base: OTHER.yaml` (relative to path's folder), OTHER's
     config with this file's top-level keys in place of OTHER's, so that a variant states
     only the sections it changes (each one whole: no deep merge to second-guess)."""
-    config = yaml.safe_load(path.read_text()) or {}
+    config = _parse(path.read_text()) or {}
     base = config.pop("base", None)
     if base is None:
         return config
@@ -48,7 +72,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = _parse(raw)
     return config
 
 

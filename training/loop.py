@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.distributed import Distributed
+from training.models import load_weights
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -159,12 +160,17 @@ def fit(
     stopped (across CPU sessions, or inside a GPU lease). Returns the weights' path."""
     seed, tc = int(config.get("seed", 0)), config["train"]
     device = ctx.device
+    ckpt = Checkpoint(config["output_dir"])
+    if tc.get("init_weights") and not (resume and ckpt.path.exists()):
+        # Fine-tuning: a new run starts from these weights of `trainer.model` (a resumed
+        # run has its own). Before DDP wraps the model, which broadcasts rank 0's weights.
+        load_weights(trainer.model, tc["init_weights"])
     trainer.distribute(ctx)
     epochs, bs = int(tc["epochs"]), int(tc["batch_size"])
     n = len(train[0])
     per_epoch = steps_per_epoch(n, bs)
     every = int(tc.get("checkpoint_every", 200))
-    ckpt, log = Checkpoint(config["output_dir"]), MetricsLog(config["output_dir"])
+    log = MetricsLog(config["output_dir"])
     val_log = MetricsLog(config["output_dir"], "validation.csv")
     val_batch = _to(device, val)
 

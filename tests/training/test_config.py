@@ -32,3 +32,12 @@ def test_the_small_photo_purifier_differs_only_in_size_and_paths():
     changed = {k for k in base.keys() | small.keys() if base.get(k) != small.get(k)}
     assert changed == {"name", "output_dir", "weights", "purifier", "_path"}
     assert small["purifier"]["blocks"] < base["purifier"]["blocks"]
+
+
+def test_exponent_floats_are_floats_in_files_and_overrides(tmp_path):
+    # PyYAML alone reads `1e-3` as the string "1e-3" (YAML 1.1), which Adam then rejects.
+    (tmp_path / "run.yaml").write_text("train: {lr: 5e-4, steps: 10, tag: e5}\n")
+    config = load_config(tmp_path / "run.yaml", ["train.wd=1e-2", "train.betas=[0.9, 1E-3]"])
+    expected = {"lr": 5e-4, "steps": 10, "tag": "e5", "wd": 0.01, "betas": [0.9, 1e-3]}
+    assert config["train"] == expected
+    assert all(isinstance(config["train"][k], float) for k in ("lr", "wd"))

@@ -114,6 +114,21 @@ def test_time_budget_stops_cleanly_and_resume_finishes(nrp_config):
     assert json.loads(weights.with_suffix(".json").read_text())["finished"] is True
 
 
+def test_init_weights_starts_a_new_run_from_given_weights(nrp_config, tmp_path):
+    start = build_model(nrp_config["purifier"])
+    with torch.no_grad():
+        for p in start.parameters():
+            p.add_(0.5)  # not what a fresh model's seeded initialisation gives
+    torch.save(start.state_dict(), tmp_path / "start.pt")
+    nrp_config["train"].update(init_weights=str(tmp_path / "start.pt"), max_minutes=0)
+    saved = torch.load(train_nrp(nrp_config, resume=False))  # stopped before any step
+    assert all(torch.equal(saved[k], v) for k, v in start.state_dict().items())
+
+    nrp_config["train"]["init_weights"] = str(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        train_nrp(nrp_config, resume=False)
+
+
 def test_unknown_model_arch():
     with pytest.raises(KeyError, match="unknown arch"):
         build_model({"arch": "vgg19000"})
