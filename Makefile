@@ -101,14 +101,16 @@ format: $(VENV)/.train-installed
 # The Fashion-MNIST pipeline, in order: classifiers + feature extractor, purifier,
 # robustness table, ONNX export (reads the table into the card).
 train: $(VENV)/.train-installed data
-	for c in fmnist_lenet fmnist_resnet fmnist_vgg_features fmnist_nrp; do \
+	for c in fmnist_lenet fmnist_resnet fmnist_vgg_features fmnist_nrp fmnist_nrp_clean; do \
 	  $(VENV)/bin/purifier train training/configs/$$c.yaml || exit 1; done
 
 eval: $(VENV)/.train-installed data
 	$(VENV)/bin/purifier eval training/configs/fmnist_eval.yaml
+	$(VENV)/bin/purifier eval training/configs/fmnist_eval_cpu.yaml
 
 export: $(VENV)/.train-installed data
 	$(VENV)/bin/purifier export training/configs/fmnist_nrp.yaml --evaluation results/fmnist/table.json
+	$(VENV)/bin/purifier export training/configs/fmnist_nrp_clean.yaml --evaluation results/fmnist_cpu/table.json
 
 # The other seed methods (ARN, CAFD, CAS) beside NRP, after `make train`: train, one table
 # (results/fmnist_methods/: table.* and the methods table methods.*), export ARN + CAFD.

@@ -41,3 +41,13 @@ def test_exponent_floats_are_floats_in_files_and_overrides(tmp_path):
     expected = {"lr": 5e-4, "steps": 10, "tag": "e5", "wd": 0.01, "betas": [0.9, 1e-3]}
     assert config["train"] == expected
     assert all(isinstance(config["train"][k], float) for k in ("lr", "wd"))
+
+
+def test_the_clean_share_nrp_fine_tunes_the_paper_recipe_and_changes_only_training():
+    paper = load_config(CONFIGS / "fmnist_nrp.yaml")
+    clean = load_config(CONFIGS / "fmnist_nrp_clean.yaml")
+    changed = {k for k in paper.keys() | clean.keys() if paper.get(k) != clean.get(k)}
+    # Same purifier, critic, SSP and Eq. 8 weights: only the run differs.
+    assert changed == {"name", "output_dir", "weights", "train", "_path"}
+    assert clean["train"]["init_weights"] == paper["weights"]
+    assert 0 < clean["train"]["clean_fraction"] < 1
