@@ -64,6 +64,11 @@ def measure(
     seed_everything(int(config.get("seed", 0)))
     torch.set_num_threads(int(config.get("threads", torch.get_num_threads())))
     start = time.time()
+    unknown = [name for name in pair if name not in config["purifiers"]]
+    if unknown:
+        raise SystemExit(
+            f"{config_path}: no purifier named {unknown} (it has {list(config['purifiers'])})"
+        )
     ev = Evaluation(config)
     first, second = (ev.purifiers[name].net for name in pair)
     columns = {f"t={t:g}": interpolated(first, second, t) for t in weights}

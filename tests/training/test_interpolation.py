@@ -69,3 +69,6 @@ def test_the_ends_of_the_line_measure_as_the_two_purifiers(tmp_path, monkeypatch
         assert measured["t=1"] == row["error"]["nrp_clean"], row["attack"]
         assert measured["none"] == row["error"]["none"], row["attack"]
     assert (tmp_path / "results" / "interpolation.md").read_text().startswith("Weights (1 - t)")
+
+    with pytest.raises(SystemExit, match="no purifier named"):
+        main([str(config_path), "--pair", "nrp", "arn"])
