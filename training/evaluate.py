@@ -320,6 +320,17 @@ def attack_kind(spec: dict[str, Any]) -> str:
     return "seen" if seen else "unseen"
 
 
+def target_parts(
+    entry: str | dict[str, Any],
+) -> tuple[str | dict[str, Any], list[str] | None, list[str] | None]:
+    """(the target's config or arch spec, its columns, its rows) from a config's `targets`
+    entry: a training config, a pretrained arch spec, or {config: PATH, defenses: [...],
+    attacks: [...]} to measure only some cells on it (None: all)."""
+    if isinstance(entry, dict) and "config" in entry:
+        return entry["config"], entry.get("defenses"), entry.get("attacks")
+    return entry, None, None
+
+
 def evaluate_from_config(
     path: str | Path, overrides: list[str] | None = None, resume: bool = False
 ) -> dict[str, Any]:
@@ -353,11 +364,7 @@ def evaluate_from_config(
     out_dir = Path(config["output_dir"])
     for name, entry in config["targets"].items():
         print(f"target {name}", flush=True)
-        # A target is its training config, a pretrained arch spec, or
-        # {config: PATH, defenses: [...], attacks: [...]} to measure only some cells on it.
-        columns = entry.get("defenses") if isinstance(entry, dict) else None
-        attacks = entry.get("attacks") if isinstance(entry, dict) else None
-        target_cfg = entry["config"] if isinstance(entry, dict) and "config" in entry else entry
+        target_cfg, columns, attacks = target_parts(entry)
         target = load_target(target_cfg, ev.device)
         rows: list[dict[str, Any]] = []
         result["targets"][name] = {"config": target_cfg, "rows": rows}

@@ -28,7 +28,7 @@ from torch import nn
 
 from training.config import load_config, seed_everything
 from training.defenses import PurifierDefense, identity
-from training.evaluate import Evaluation, load_target, markdown_table
+from training.evaluate import Evaluation, load_target, markdown_table, target_parts
 from training.loop import device_label
 
 
@@ -53,21 +53,21 @@ def interpolated(first: nn.Module, second: nn.Module, t: float) -> PurifierDefen
 
 
 def measure(
-    config_path: str | Path,
+    config: dict[str, Any],
     pair: tuple[str, str],
     weights: list[float],
     attacks: list[str],
     command: str,
 ) -> dict[str, Any]:
-    """The clean and attack rows of every target in the config, a column per weight."""
-    config = load_config(config_path)
+    """The clean and attack rows of every target in an evaluation config (as loaded), a
+    column per weight."""
     seed_everything(int(config.get("seed", 0)))
     torch.set_num_threads(int(config.get("threads", torch.get_num_threads())))
     start = time.time()
     unknown = [name for name in pair if name not in config["purifiers"]]
     if unknown:
         raise SystemExit(
-            f"{config_path}: no purifier named {unknown} (it has {list(config['purifiers'])})"
+            f"{config['_path']}: no purifier named {unknown} (it has {list(config['purifiers'])})"
         )
     ev = Evaluation(config)
     first, second = (ev.purifiers[name].net for name in pair)
@@ -76,6 +76,7 @@ def measure(
     result: dict[str, Any] = {
         "command": command,
         "num_images": len(ev.x),
+        "labelled": ev.y is not None,  # markdown_table words the cells by it
         "device": device_label(ev.device),
         "pair": list(pair),
         "weights": weights,
@@ -83,7 +84,7 @@ def measure(
         "targets": {},
     }
     for name, entry in config["targets"].items():
-        target_cfg = entry["config"] if isinstance(entry, dict) else entry
+        target_cfg = target_parts(entry)[0]  # every target gets the rows asked for here
         rows: list[dict[str, Any]] = []
         ev.evaluate_target(load_target(target_cfg, ev.device), rows, attacks=attacks)
         result["targets"][name] = {"config": target_cfg, "rows": rows}
@@ -100,14 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     command = "python -m training.interpolation " + shlex.join(argv)
-    result = measure(args.config, tuple(args.pair), args.weights, args.attacks, command)
-    out_dir = Path(load_config(args.config)["output_dir"])
+    config = load_config(args.config)
+    result = measure(config, tuple(args.pair), args.weights, args.attacks, command)
+    out_dir = Path(config["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "interpolation.json").write_text(json.dumps(result, indent=2) + "\n")
     first, second = args.pair
-    intro = f"Weights (1 - t) * {first} + t * {second}. "
-    (out_dir / "interpolation.md").write_text(intro + markdown_table(result))
-    print(markdown_table(result))
+    table = f"Weights (1 - t) * {first} + t * {second}. " + markdown_table(result)
+    (out_dir / "interpolation.md").write_text(table)
+    print(table)
 
 
 if __name__ == "__main__":
