@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from training.attacks import BPDAWrapper, build_attack
+from training.confidence import confident_mask
 from training.config import load_config, seed_everything
 from training.data.registry import load_dataset
 from training.defenses import Defense, PurifierDefense, build_baseline, identity
@@ -100,10 +101,12 @@ class Evaluation:
         self.seed = int(config.get("seed", 0))
         data = config["data"]
         x, y = load_dataset(data, data.get("split", "test"))
+        self.source = load_target(config["source"], self.device) if "source" in config else None
+        if "min_confidence" in data:
+            x, y = self._confident(x, y, float(data["min_confidence"]))
         n = int(data.get("num_images", 2000))
         self.x = x[:n].to(self.device)
         self.y = None if y is None else y[:n].to(self.device)  # None: photos, no labels
-        self.source = load_target(config["source"], self.device) if "source" in config else None
         self._crafted: dict[tuple[str, str], torch.Tensor] = {}  # transfer: once per source
         self.features = build_feature_extractor(config["feature_extractor"]).to(self.device)
         self.defenses: dict[str, Defense] = {
@@ -236,6 +239,21 @@ class Evaluation:
                 flush=True,
             )
         return examples
+
+    def _confident(
+        self, x: torch.Tensor, y: torch.Tensor | None, threshold: float
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`data.min_confidence`: only the images that the source and every target
+        classify with top-1 probability >= threshold. On crops of wallpapers many top-1s
+        are near-ties that sub-grey-level noise flips (training.agreement_floor), so
+        clean agreement there measures tie-breaking, not purification."""
+        models = [
+            load_target(target_parts(e)[0], self.device) for e in self.config["targets"].values()
+        ]
+        if self.source is not None:
+            models.append(self.source)
+        keep = confident_mask(models, x.to(self.device), threshold, self.batch).cpu()
+        return x[keep], None if y is None else y[keep]
 
     def _cell(self, row_key: str | None, defense: str) -> str | None:
         if row_key is None or defense not in self._defense_ids:
@@ -378,9 +396,14 @@ def evaluate_from_config(
         )
         if examples is None:
             examples = (target, adv)
+    # This run's seconds: cells read back by --resume were measured (and timed) earlier.
     result["elapsed_s"] = round(time.time() - start, 1)
+    result["cells_resumed"] = sum(
+        row.get("cells_resumed", 0) for t in result["targets"].values() for row in t["rows"]
+    )
     write_reports(result, out_dir)
-    if examples is not None and config.get("figure_attack") in examples[1]:
+    # The figure shows a purifier's output: a table of classic defenses only has none.
+    if ev.purifiers and examples is not None and config.get("figure_attack") in examples[1]:
         from training.figures import example_figure
 
         target, adv = examples
@@ -392,7 +415,8 @@ def evaluate_from_config(
             out_dir / "examples.png",
             title=config["figure_attack"],
         )
-    print(f"wrote {out_dir}/table.md, table.csv, table.json in {result['elapsed_s']} s")
+    resumed = f", {result['cells_resumed']} cells read back" if result["cells_resumed"] else ""
+    print(f"wrote {out_dir}/table.md, table.csv, table.json in {result['elapsed_s']} s{resumed}")
     return result
 
 
@@ -410,6 +434,11 @@ def markdown_table(result: dict[str, Any]) -> str:
             f"Fooling rate (%): top-1 differs from the target's clean top-1, on "
             f"{result['num_images']} held-out photo crops (clean row: 100 - clean agreement)"
         )
+        if "min_confidence" in result.get("data", {}):
+            what += (
+                f", those the source and every target classify with top-1 probability >= "
+                f"{result['data']['min_confidence']}"
+            )
         if result.get("source"):
             what += f"; attacks crafted on {result['source']['arch']}"
     lines = [f"{what}; device: {result['device']}; `{result['command']}`.", ""]

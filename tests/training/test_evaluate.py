@@ -189,6 +189,7 @@ def test_a_resumed_eval_reads_back_finished_cells_and_crafts_only_what_changed(
     assert crafted == []  # every cell came back from the cache
     assert measured(resumed) == measured(first)
     assert all(r["cells_resumed"] > 0 for r in resumed["targets"]["lenet"]["rows"][1:])
+    assert first["cells_resumed"] == 0 and resumed["cells_resumed"] > 0  # the run's total
 
     eval_config["attacks"][0] = {**eval_config["attacks"][0], "eps": 0.05}  # FGSM changed
     changed = evaluate_from_config(write_yaml(tmp_path / "fgsm.yaml", eval_config), resume=True)

@@ -57,3 +57,29 @@ def test_transfer_table_on_photos(tmp_path):
         "targets": {k: {"rows": v} for k, v in tables.items()},
     }
     assert "Fooling rate" in markdown_table(result)
+
+
+def test_a_table_of_classic_defenses_needs_no_purifier(tmp_path):
+    """`--set purifiers={}` measures the classic columns alone (the photo baselines, before
+    a photo purifier exists): the report is written, and no purifier figure is drawn."""
+    from training.evaluate import evaluate_from_config
+
+    result = evaluate_from_config(
+        REPO / "training" / "configs" / "photo_eval.yaml",
+        [
+            "purifiers={}",
+            f"output_dir={tmp_path}",
+            "data.test_crops=2",
+            "data.num_images=2",
+            "data.crop=32",
+            "batch_size=2",
+            "attacks=[{name: FGSM 16/255, kind: fgsm, eps: 0.0627},"
+            " {name: PGD-10 16/255, kind: pgd, eps: 0.0627, alpha: 0.0157, steps: 1}]",
+            "figure_attack=PGD-10 16/255",
+        ],
+    )
+    assert result["purifiers"] == []
+    assert result["defenses"] == ["none", "jpeg75", "bitdepth4", "median3", "tv"]
+    for target in result["targets"].values():
+        assert [r["attack"] for r in target["rows"]] == ["clean", "FGSM 16/255", "PGD-10 16/255"]
+    assert (tmp_path / "table.md").exists() and not (tmp_path / "examples.png").exists()
