@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.batcher import DynamicBatcher
-from service.config import PREFERRED_DEFAULT_MODEL, Settings
+from service.config import PREFERRED_DEFAULT_MODELS, Settings
 from service.engine import Engine, GPURequiredError
 from service.errors import install_handlers
 from service.metrics import Metrics
@@ -65,6 +65,13 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
     return ModelRuntime(entry, engine, batcher, tile, int(card.get("min_size", 1)), multiple)
 
 
+def default_model_name(configured: str | None, loaded: list[str]) -> str:
+    """PURIFIER_DEFAULT_MODEL when set; else the first of PREFERRED_DEFAULT_MODELS that
+    loaded; else the first loaded model."""
+    preferred = next((m for m in PREFERRED_DEFAULT_MODELS if m in loaded), None)
+    return configured or preferred or loaded[0]
+
+
 def _load_models(state: ServiceState) -> None:
     """Load every model; what happens to a broken one follows `exit_on_model_error`."""
     settings = state.settings
@@ -81,8 +88,7 @@ def _load_models(state: ServiceState) -> None:
     if failures and (settings.exit_on_model_error or not state.models):
         raise ModelLoadError("; ".join(failures.values()))
     state.failed = failures
-    preferred = PREFERRED_DEFAULT_MODEL if PREFERRED_DEFAULT_MODEL in state.models else None
-    state.default_model = settings.default_model or preferred or next(iter(state.models))
+    state.default_model = default_model_name(settings.default_model, list(state.models))
     if state.default_model not in state.models:
         raise ModelLoadError(
             f"default model {state.default_model!r} is not loaded: "

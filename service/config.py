@@ -8,9 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The project's default purifier when PURIFIER_DEFAULT_MODEL is unset (photo-nrp, the
-# natural-image model, takes over once it is trained and exported).
-PREFERRED_DEFAULT_MODEL = "fmnist-nrp"
+# The project's default purifiers when PURIFIER_DEFAULT_MODEL is unset, best first: the
+# first one loaded is served. photo-nrp, the natural-image model, is served by default as
+# soon as it is exported to the model repository; until then fmnist-nrp.
+PREFERRED_DEFAULT_MODELS = ("photo-nrp", "fmnist-nrp")
 
 
 class Settings(BaseSettings):
@@ -20,8 +21,8 @@ class Settings(BaseSettings):
     model_repository: Path = Field(Path("exported_models"), description="Triton-style model folder")
     default_model: str | None = Field(
         None,
-        description="served when a request names none (unset: fmnist-nrp if loaded, "
-        "else the first model by name)",
+        description="served when a request names none (unset: photo-nrp if loaded, "
+        "else fmnist-nrp, else the first model by name)",
     )
     models: list[str] | None = Field(None, description="load only these (default: all)")
 
