@@ -29,7 +29,7 @@ from training.confidence import confident_mask
 from training.config import load_config, seed_everything
 from training.data.registry import load_dataset
 from training.defenses import Defense, identity
-from training.evaluate import load_target, predict, target_parts
+from training.evaluate import classifier_specs, load_target, predict, target_parts
 from training.loop import device_label, pick_device
 
 PSNRS_DB = (50.0, 45.0, 40.0, 35.0, 30.0)
@@ -66,13 +66,14 @@ def measure(config: dict[str, Any], psnrs: tuple[float, ...], threshold: float) 
     if labels is not None:
         raise ValueError("agreement_floor is for unlabelled (photo) tables: it needs no labels")
     x = x[: int(data.get("num_images", len(x)))].to(device)
-    source = load_target(config["source"], device)
+    # The photo table's own selection (data.min_confidence): every model is sure.
+    models = [load_target(spec, device) for spec in classifier_specs(config)]
+    confident = confident_mask(models, x, threshold, batch)
     targets = {
         name: load_target(target_parts(e)[0], device) for name, e in config["targets"].items()
     }
-    # The photo table's own selection (data.min_confidence): every model is sure.
-    confident = confident_mask([source, *targets.values()], x, threshold, batch)
     result: dict[str, Any] = {
+        "device": device_label(device),
         "num_images": len(x),
         "confident_images": int(confident.sum()),
         "threshold": threshold,
@@ -118,15 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--psnr", type=float, nargs="+", default=list(PSNRS_DB))
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
     seed_everything(int(config.get("seed", 0)))
     start = time.time()
     result = measure(config, tuple(args.psnr), args.threshold)
-    result["command"] = "python -m training.agreement_floor " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
-    result["device"] = device_label(pick_device(config.get("device", "auto")))
+    result["command"] = "python -m training.agreement_floor " + shlex.join(argv)
     result["elapsed_s"] = round(time.time() - start, 1)
     out = Path(config["output_dir"])
     out.mkdir(parents=True, exist_ok=True)

@@ -247,11 +247,7 @@ class Evaluation:
         classify with top-1 probability >= threshold. On crops of wallpapers many top-1s
         are near-ties that sub-grey-level noise flips (training.agreement_floor), so
         clean agreement there measures tie-breaking, not purification."""
-        models = [
-            load_target(target_parts(e)[0], self.device) for e in self.config["targets"].values()
-        ]
-        if self.source is not None:
-            models.append(self.source)
+        models = [load_target(spec, self.device) for spec in classifier_specs(self.config)]
         keep = confident_mask(models, x.to(self.device), threshold, self.batch).cpu()
         return x[keep], None if y is None else y[keep]
 
@@ -347,6 +343,17 @@ def target_parts(
     if isinstance(entry, dict) and "config" in entry:
         return entry["config"], entry.get("defenses"), entry.get("attacks")
     return entry, None, None
+
+
+def classifier_specs(config: dict[str, Any]) -> list[str | dict[str, Any]]:
+    """The source's and every target's config or arch spec, each once (the photo tables'
+    source, MobileNetV2, is also a target: one pass over the images is enough for it)."""
+    specs = [config["source"]] if "source" in config else []
+    for entry in config["targets"].values():
+        spec = target_parts(entry)[0]
+        if spec not in specs:
+            specs.append(spec)
+    return specs
 
 
 def evaluate_from_config(

@@ -10,7 +10,7 @@ from tests.conftest import REPO
 from training import agreement_floor
 from training.confidence import confidence, confident_mask
 from training.config import load_config
-from training.evaluate import Evaluation, load_target
+from training.evaluate import Evaluation, classifier_specs, load_target
 
 
 class FixedLogits(nn.Module):
@@ -79,3 +79,11 @@ def test_agreement_floor_is_total_without_noise_and_falls_with_heavy_noise(tmp_p
         # 0 dB: sigma 1, the crops are gone.
         assert rows["0.0"]["all"] < 100.0
     assert "| 200 dB |" in (tmp_path / "agreement_floor.md").read_text()
+
+
+def test_the_photo_source_that_is_also_a_target_is_selected_on_once():
+    config = load_config(REPO / "training" / "configs" / "photo_eval.yaml")
+    assert classifier_specs(config) == [
+        {"arch": "mobilenet_v2_imagenet"},
+        {"arch": "efficientnet_lite0_imagenet"},
+    ]
