@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from training.confidence import confident_mask
-from training.config import load_config, seed_everything
+from training.config import apply_run_settings, load_config
 from training.data.registry import load_dataset
 from training.defenses import Defense, identity
 from training.evaluate import classifier_specs, load_target, predict, target_parts
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
-    seed_everything(int(config.get("seed", 0)))
+    apply_run_settings(config)
     start = time.time()
     result = measure(config, tuple(args.psnr), args.threshold)
     result["command"] = "python -m training.agreement_floor " + shlex.join(argv)

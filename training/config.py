@@ -83,3 +83,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def apply_run_settings(config: dict[str, Any]) -> None:
+    """A run's `seed` (default 0) and torch `threads` (default: torch's own), set before
+    anything random or parallel runs."""
+    import torch
+
+    seed_everything(int(config.get("seed", 0)))
+    torch.set_num_threads(int(config.get("threads", torch.get_num_threads())))

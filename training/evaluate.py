@@ -26,7 +26,7 @@ from torch import nn
 
 from training.attacks import BPDAWrapper, build_attack
 from training.confidence import confident_mask
-from training.config import load_config, seed_everything
+from training.config import apply_run_settings, load_config
 from training.data.registry import load_dataset
 from training.defenses import Defense, PurifierDefense, build_baseline, identity
 from training.eval_cache import (
@@ -362,8 +362,7 @@ def evaluate_from_config(
     """The whole table for a config. `resume`: reuse the cells a stopped run of the same
     specs and weights already measured (training.eval_cache)."""
     config = load_config(path, overrides)
-    seed_everything(int(config.get("seed", 0)))
-    torch.set_num_threads(int(config.get("threads", torch.get_num_threads())))
+    apply_run_settings(config)
     start = time.time()
     ev = Evaluation(config, resume)
     result: dict[str, Any] = {

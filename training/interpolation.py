@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.config import load_config, seed_everything
+from training.config import apply_run_settings, load_config
 from training.defenses import PurifierDefense, identity
 from training.evaluate import Evaluation, load_target, markdown_table, target_parts
 from training.loop import device_label
@@ -61,8 +61,7 @@ def measure(
 ) -> dict[str, Any]:
     """The clean and attack rows of every target in an evaluation config (as loaded), a
     column per weight."""
-    seed_everything(int(config.get("seed", 0)))
-    torch.set_num_threads(int(config.get("threads", torch.get_num_threads())))
+    apply_run_settings(config)
     start = time.time()
     unknown = [name for name in pair if name not in config["purifiers"]]
     if unknown:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from training.attacks.ssp import SSP
-from training.config import load_config, seed_everything
+from training.config import apply_run_settings, load_config
 from training.data.photos import PhotoCrops
 from training.defenses import identity
 from training.evaluate import predict
@@ -29,7 +29,7 @@ from training.models import FeatureExtractor, build_model
 
 
 def compare_layers(config: dict[str, Any]) -> dict[str, Any]:
-    seed_everything(int(config.get("seed", 0)))
+    apply_run_settings(config)
     device = pick_device(config.get("device", "auto"))
     data = config["data"]
     x = PhotoCrops("test", data["count"], data["size"], data["min_scale"], data["seed"]).tensor()

@@ -24,3 +24,15 @@ def purifier_loss_before_and_after_one_step(config: dict, x: torch.Tensor) -> tu
     before = purifier_loss(trainer, x, x_adv)
     trainer.update_purifier(x, x_adv)
     return before, purifier_loss(trainer, x, x_adv)
+
+
+def tiny_photo_overrides(crops: int, crop: int, *extra: str) -> list[str]:
+    """`--set` overrides that shrink a photo eval config to `crops` crops of `crop` px,
+    one batch."""
+    return [
+        f"data.test_crops={crops}",
+        f"data.num_images={crops}",
+        f"data.crop={crop}",
+        f"batch_size={crops}",
+        *extra,
+    ]

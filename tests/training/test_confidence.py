@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from tests.conftest import REPO
+from tests.training.helpers import tiny_photo_overrides
 from training import agreement_floor
 from training.confidence import confidence, confident_mask
 from training.config import load_config
@@ -35,15 +36,7 @@ def test_an_image_is_kept_only_when_every_model_is_sure_of_it():
 
 
 def _tiny_photo_config(tmp_path, *extra):
-    return [
-        f"output_dir={tmp_path}",
-        "data.test_crops=8",
-        "data.num_images=8",
-        "data.crop=32",
-        "batch_size=8",
-        "purifiers={}",
-        *extra,
-    ]
+    return tiny_photo_overrides(8, 32, f"output_dir={tmp_path}", "purifiers={}", *extra)
 
 
 def test_the_photo_table_can_keep_only_the_confident_crops(tmp_path):

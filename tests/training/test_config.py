@@ -51,3 +51,20 @@ def test_the_clean_share_nrp_fine_tunes_the_paper_recipe_and_changes_only_traini
     assert changed == {"name", "output_dir", "weights", "train", "_path"}
     assert clean["train"]["init_weights"] == paper["weights"]
     assert 0 < clean["train"]["clean_fraction"] < 1
+
+
+def test_run_settings_seed_and_set_threads():
+    import torch
+
+    from training.config import apply_run_settings
+
+    before = torch.get_num_threads()
+    try:
+        apply_run_settings({"seed": 3, "threads": 1})
+        assert torch.get_num_threads() == 1
+        first = torch.rand(4)
+        apply_run_settings({"seed": 3})  # no `threads`: torch's count is left as it is
+        assert torch.get_num_threads() == 1
+        assert torch.equal(torch.rand(4), first)
+    finally:
+        torch.set_num_threads(before)

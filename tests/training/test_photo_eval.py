@@ -4,6 +4,7 @@ the source and measured on every target (transfer), fooling rates in every cell.
 import torch
 
 from tests.conftest import REPO, write_yaml
+from tests.training.helpers import tiny_photo_overrides
 from training.config import load_config
 from training.evaluate import Evaluation, markdown_table
 from training.models import build_model
@@ -18,13 +19,7 @@ def test_transfer_table_on_photos(tmp_path):
     )
     config = load_config(
         REPO / "training" / "configs" / "photo_eval.yaml",
-        [
-            "data.test_crops=4",
-            "data.num_images=4",
-            "data.crop=64",
-            "batch_size=4",
-            f"purifiers.nrp={purifier_cfg}",
-        ],
+        tiny_photo_overrides(4, 64, f"purifiers.nrp={purifier_cfg}"),
     )
     keep = {"FGSM 16/255", "DIM 16/255", "TI-DIM 16/255", "SSP 16/255", "BPDA+PGD-10 16/255"}
     config["attacks"] = [
@@ -66,17 +61,15 @@ def test_a_table_of_classic_defenses_needs_no_purifier(tmp_path):
 
     result = evaluate_from_config(
         REPO / "training" / "configs" / "photo_eval.yaml",
-        [
+        tiny_photo_overrides(
+            2,
+            32,
             "purifiers={}",
             f"output_dir={tmp_path}",
-            "data.test_crops=2",
-            "data.num_images=2",
-            "data.crop=32",
-            "batch_size=2",
             "attacks=[{name: FGSM 16/255, kind: fgsm, eps: 0.0627},"
             " {name: PGD-10 16/255, kind: pgd, eps: 0.0627, alpha: 0.0157, steps: 1}]",
             "figure_attack=PGD-10 16/255",
-        ],
+        ),
     )
     assert result["purifiers"] == []
     assert result["defenses"] == ["none", "jpeg75", "bitdepth4", "median3", "tv"]
