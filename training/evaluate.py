@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.attacks import BPDAWrapper, build_attack
+from training.attacks import ATTACKS, BPDAWrapper, build_attack
 from training.confidence import confident_mask
 from training.config import apply_run_settings, load_config
 from training.data.registry import load_dataset
@@ -140,11 +140,13 @@ class Evaluation:
         defenses: list[str] | None = None,
         attacks: list[str] | None = None,
         target_spec: str | Path | dict[str, Any] | None = None,
+        attack_kinds: dict[str, str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Append one row per attack to `rows` (calling on_row after each, so partial
         tables survive a stop); return a few adversarial examples per attack. With
         `defenses`, only those columns are measured for this target, the rest not run;
-        with `attacks`, only those rows. With `target_spec` (the target's config or arch
+        with `attacks`, only those rows; with `attack_kinds`, rows of one kind are crafted
+        with another (target_parts). With `target_spec` (the target's config or arch
         spec), cells are kept in and, when resuming, read from the cell cache."""
         x, batch = self.x, self.batch
         active = {d: f for d, f in self.defenses.items() if defenses is None or d in defenses}
@@ -173,6 +175,9 @@ class Evaluation:
         for spec in self.config["attacks"]:
             if attacks is not None and spec["name"] not in attacks:
                 continue
+            remapped = bool(attack_kinds) and spec["kind"] in attack_kinds
+            if remapped:  # keys the cache too
+                spec = {**spec, "kind": attack_kinds[spec["kind"]]}
             attack = build_attack(spec, self._features_for(spec))
             t0 = time.time()
             adaptive = spec.get("adaptive")
@@ -220,17 +225,18 @@ class Evaluation:
                     errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
                     self._keep(row_key, name, errors[name])
             errors = {d: errors[d] for d in self.defenses}  # the table's column order
-            rows.append(
-                {
-                    "attack": spec["name"],
-                    "budget": budget_text(spec),
-                    "kind": attack_kind(spec),
-                    "perturbation": stats,
-                    "error": errors,
-                    "seconds": round(time.time() - t0, 1),  # this run's: less when resumed
-                    "cells_resumed": resumed,
-                }
-            )
+            row = {
+                "attack": spec["name"],
+                "budget": budget_text(spec),
+                "kind": attack_kind(spec),
+                "perturbation": stats,
+                "error": errors,
+                "seconds": round(time.time() - t0, 1),  # this run's: less when resumed
+                "cells_resumed": resumed,
+            }
+            if remapped:  # the row's name says PGD; this says which PGD ran on this target
+                row["crafted_with"] = spec["kind"]
+            rows.append(row)
             if on_row is not None:
                 on_row()
             print(
@@ -336,13 +342,19 @@ def attack_kind(spec: dict[str, Any]) -> str:
 
 def target_parts(
     entry: str | dict[str, Any],
-) -> tuple[str | dict[str, Any], list[str] | None, list[str] | None]:
-    """(the target's config or arch spec, its columns, its rows) from a config's `targets`
-    entry: a training config, a pretrained arch spec, or {config: PATH, defenses: [...],
-    attacks: [...]} to measure only some cells on it (None: all)."""
+) -> tuple[str | dict[str, Any], list[str] | None, list[str] | None, dict[str, str]]:
+    """(the target's config or arch spec, its columns, its rows, its attack kinds) from a
+    config's `targets` entry: a training config, a pretrained arch spec, or {config: PATH,
+    defenses: [...], attacks: [...]} to measure only some cells on it (None: all), with
+    `attack_kinds: {pgd: pgd_cas}` to craft every row of one kind with another on it (a
+    CAS classifier masks CE's gradient: its PGD rows ascend the CAS loss instead)."""
     if isinstance(entry, dict) and "config" in entry:
-        return entry["config"], entry.get("defenses"), entry.get("attacks")
-    return entry, None, None
+        kinds = dict(entry.get("attack_kinds", {}))
+        unknown = sorted(set(kinds.values()) - {*ATTACKS, "ssp"})
+        if unknown:
+            raise KeyError(f"attack_kinds names unknown attacks {unknown}")
+        return entry["config"], entry.get("defenses"), entry.get("attacks"), kinds
+    return entry, None, None, {}
 
 
 def classifier_specs(config: dict[str, Any]) -> list[str | dict[str, Any]]:
@@ -388,10 +400,12 @@ def evaluate_from_config(
     out_dir = Path(config["output_dir"])
     for name, entry in config["targets"].items():
         print(f"target {name}", flush=True)
-        target_cfg, columns, attacks = target_parts(entry)
+        target_cfg, columns, attacks, attack_kinds = target_parts(entry)
         target = load_target(target_cfg, ev.device)
         rows: list[dict[str, Any]] = []
         result["targets"][name] = {"config": target_cfg, "rows": rows}
+        if attack_kinds:
+            result["targets"][name]["attack_kinds"] = attack_kinds
         adv = ev.evaluate_target(
             target,
             rows,
@@ -399,6 +413,7 @@ def evaluate_from_config(
             defenses=columns,
             attacks=attacks,
             target_spec=target_cfg,
+            attack_kinds=attack_kinds,
         )
         if examples is None:
             examples = (target, adv)
@@ -451,6 +466,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     defenses = result["defenses"]
     for target, block in result["targets"].items():
         lines += [f"### Target: {target}", ""]
+        for kind, used in block.get("attack_kinds", {}).items():
+            lines += [f"Every `{kind}` row on {target} is crafted with `{used}`.", ""]
         lines.append("| attack | budget | kind | " + " | ".join(defenses) + " |")
         lines.append("|---|---|---|" + "---|" * len(defenses))
         for row in block["rows"]:

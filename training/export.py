@@ -228,6 +228,7 @@ def evaluation_summary(result: dict[str, Any], column: str) -> dict[str, Any]:
                     "attack": r["attack"],
                     "budget": r["budget"],
                     "kind": r["kind"],
+                    **({"crafted_with": r["crafted_with"]} if "crafted_with" in r else {}),
                     "error": r["error"],
                 }
                 for r in block["rows"]

@@ -1,9 +1,11 @@
 """CAS keeps shapes, suppresses channels by the class's importance weights (the label in
-training, the auxiliary prediction at test), and its loss trains the auxiliary head."""
+training, the auxiliary prediction at test), and its loss trains the auxiliary head; PGD
+on that loss (the CAS authors' attack) stays in budget and breaks what CE alone masks."""
 
 import pytest
 import torch
 
+from tests.conftest import REPO
 from training.models.cas import CAS, cas_loss
 
 
@@ -97,7 +99,8 @@ def test_one_adversarial_training_step_lowers_the_loss_on_its_adversaries(cas, f
     model = {"arch": "cas", "base": {"arch": "lenet", "in_channels": 1}, "after": ["relu2"]}
     config = {
         "model": model if cas else base,
-        "attack": {"kind": "pgd", "eps": 0.1, "alpha": 0.05, "steps": 2},
+        # as the configs: CAS models train on adversaries of the CAS loss
+        "attack": {"kind": "pgd_cas" if cas else "pgd", "eps": 0.1, "alpha": 0.05, "steps": 2},
         "train": {"lr": 1e-3},
     }
     torch.manual_seed(0)
@@ -127,3 +130,43 @@ def test_one_adversarial_training_step_lowers_the_loss_on_its_adversaries(cas, f
         assert metrics["loss"] == metrics["ce"]
     scores = trainer.validate(x[:16], y[:16])
     assert 0 <= scores["val_clean_err"] <= 100 and 0 <= scores["val_attacked_err"] <= 100
+
+
+def test_pgd_on_the_cas_loss_is_torchattacks_pgd_on_a_model_without_cas(fmnist_test):
+    """No CAS modules: the objective is CE alone and the steps are torchattacks' PGD."""
+    from training.attacks import build_attack
+    from training.evaluate import load_target
+
+    model = load_target(REPO / "training/configs/fmnist_lenet.yaml", torch.device("cpu"))
+    x, y = fmnist_test[0][:32], fmnist_test[1][:32]
+    budget = {"eps": 0.1, "alpha": 0.01, "steps": 10}
+    torch.manual_seed(0)
+    ours = build_attack({"kind": "pgd_cas", **budget})(model, x, y)
+    torch.manual_seed(0)
+    theirs = build_attack({"kind": "pgd", **budget})(model, x, y)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_pgd_on_the_cas_loss_stays_in_budget_raises_it_and_beats_plain_pgd(fmnist_test):
+    """On the committed AT+CAS LeNet, CE alone barely moves the argmax-chosen weights
+    (gradient masking); the CAS authors' objective flips them and fools more images."""
+    from training.attacks.cas_pgd import CASLossPGD
+    from training.attacks.library import build_attack
+    from training.evaluate import load_target
+
+    model = load_target(REPO / "training/configs/fmnist_lenet_at_cas.yaml", torch.device("cpu"))
+    x, y = fmnist_test[0][:128], fmnist_test[1][:128]
+    attack = CASLossPGD(eps=0.1, alpha=0.01, steps=20)
+    torch.manual_seed(0)
+    adv = attack(model, x, y)
+    assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        assert attack.loss(model, adv, y) > attack.loss(model, x, y) + 0.5
+    torch.manual_seed(0)
+    plain = build_attack({"kind": "pgd", "eps": 0.1, "alpha": 0.01, "steps": 20})(model, x, y)
+
+    def errors(images: torch.Tensor) -> int:
+        with torch.no_grad():
+            return int((model(images).argmax(1) != y).sum())
+
+    assert errors(adv) >= errors(plain) + 10, (errors(x), errors(plain), errors(adv))

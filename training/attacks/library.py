@@ -3,7 +3,7 @@
 `build_attack(spec)` returns `attack(model, x, y) -> x_adv`. torchattacks provides the
 L-inf and CW attacks, Square and APGD; foolbox provides DDN (torchattacks has none) and
 the rotation + translation attack. SSP (ssp.py; it needs the feature extractor, passed
-in) and STA (stadv.py) are ours.
+in), STA (stadv.py) and PGD on the CAS loss (cas_pgd.py) are ours.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.attacks.cas_pgd import CASLossPGD
 from training.attacks.ssp import SSP
 from training.attacks.stadv import SpatialTransformAttack
 
@@ -156,6 +157,7 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "ddn": _ddn,
     "spatial": _spatial,
     "stadv": SpatialTransformAttack,  # ours: see training/attacks/stadv.py for why
+    "pgd_cas": CASLossPGD,  # ours: PGD on the CAS loss, see training/attacks/cas_pgd.py
 }
 # Keys of an attack spec that describe the evaluation, not the attack's parameters.
 _META_KEYS = ("name", "kind", "adaptive", "seen", "only", "feature_extractor")
