@@ -114,7 +114,8 @@ export: $(VENV)/.train-installed data
 
 # The other seed methods (ARN, CAFD, CAS) beside NRP, after `make train`: train, one table
 # (results/fmnist_methods/: table.* and the methods table methods.*), export ARN + CAFD.
-METHOD_CONFIGS := fmnist_arn_pp fmnist_arn_dp fmnist_cafd fmnist_lenet_at fmnist_lenet_at_cas
+METHOD_CONFIGS := fmnist_arn_pp fmnist_arn_dp fmnist_cafd fmnist_lenet_at fmnist_lenet_at_aug \
+  fmnist_lenet_at_cas
 methods: $(VENV)/.train-installed data
 	for c in $(METHOD_CONFIGS); do $(VENV)/bin/purifier train training/configs/$$c.yaml || exit 1; done
 	$(VENV)/bin/purifier eval training/configs/fmnist_methods_eval.yaml

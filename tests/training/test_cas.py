@@ -170,3 +170,27 @@ def test_pgd_on_the_cas_loss_stays_in_budget_raises_it_and_beats_plain_pgd(fmnis
             return int((model(images).argmax(1) != y).sum())
 
     assert errors(adv) >= errors(plain) + 10, (errors(x), errors(plain), errors(adv))
+
+
+def test_batch_augment_shifts_and_mirrors_each_image_on_its_own():
+    """The CAS authors' recipe: every output is its image zero-padded by 4 and cropped back
+    at some offset, maybe mirrored; offsets are drawn per image, not per batch."""
+    from torch.nn.functional import pad
+
+    from training.methods.adversarial import batch_augment
+
+    image = torch.arange(1.0, 1.0 + 28 * 28).reshape(1, 28, 28)  # every pixel distinct
+    padded = pad(image, (4, 4, 4, 4))
+    crops = [padded[:, i : i + 28, j : j + 28] for i in range(9) for j in range(9)]
+    candidates = torch.stack([*crops, *(c.flip(-1) for c in crops)])
+    torch.manual_seed(0)
+    out = batch_augment({"crop_padding": 4, "hflip": True})(image.expand(64, 1, 28, 28))
+    assert out.shape == (64, 1, 28, 28)
+    matches = [(candidates == o).flatten(1).all(1).nonzero().flatten().tolist() for o in out]
+    assert all(len(m) == 1 for m in matches)
+    assert len({m[0] for m in matches}) > 20  # per-image draws, some of them mirrored
+    assert any(m[0] >= len(crops) for m in matches)
+    x = torch.rand(4, 1, 28, 28)
+    assert batch_augment(None)(x) is x
+    with pytest.raises(KeyError, match=r"unknown train\.augment"):
+        batch_augment({"rotate": 10})

@@ -9,6 +9,7 @@ any, with CAS re-weighting by the true class in this training forward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ class AdversarialTrainer:
             self.model.parameters(), lr=tc["lr"], weight_decay=tc.get("weight_decay", 0.0)
         )
         self.train_model: nn.Module = self.model
+        self.augment = batch_augment(tc.get("augment"))
 
     @property
     def cas(self) -> bool:
@@ -43,6 +45,7 @@ class AdversarialTrainer:
         self.train_model = ctx.wrap(self.model)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        x = self.augment(x)
         self.model.eval()
         x_adv = self.attack(self.model, x, y).detach()
         self.model.train()
@@ -75,6 +78,30 @@ class AdversarialTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
+
+
+def batch_augment(spec: dict[str, Any] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`train.augment: {crop_padding: P, hflip: true}`: each image zero-padded by P and
+    cropped back at a random offset, then mirrored half the time - the CAS authors'
+    adversarial-training recipe (their train.py: pad 4, RandomCrop, RandomHorizontalFlip).
+    torchvision draws one crop per call, so it is called per image. None: unchanged."""
+    if not spec:
+        return lambda x: x
+    from torchvision.transforms import v2
+
+    pad = int(spec.get("crop_padding", 0))
+    flip = [v2.RandomHorizontalFlip()] if spec.get("hflip") else []
+    unknown = set(spec) - {"crop_padding", "hflip"}
+    if unknown:
+        raise KeyError(f"unknown train.augment keys {sorted(unknown)}: crop_padding, hflip")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        size = list(x.shape[-2:])  # crops come back at the batch's own size
+        crop = [v2.RandomCrop(size, padding=pad)] if pad else []
+        transform = v2.Compose([*crop, *flip])
+        return torch.stack([transform(image) for image in x])
+
+    return run
 
 
 def train_adversarial(config: dict[str, Any], resume: bool = True) -> Path:
