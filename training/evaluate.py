@@ -140,13 +140,13 @@ class Evaluation:
         defenses: list[str] | None = None,
         attacks: list[str] | None = None,
         target_spec: str | Path | dict[str, Any] | None = None,
-        attack_kinds: dict[str, str] | None = None,
+        attack_overrides: dict[str, dict[str, Any]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Append one row per attack to `rows` (calling on_row after each, so partial
         tables survive a stop); return a few adversarial examples per attack. With
         `defenses`, only those columns are measured for this target, the rest not run;
-        with `attacks`, only those rows; with `attack_kinds`, rows of one kind are crafted
-        with another (target_parts). With `target_spec` (the target's config or arch
+        with `attacks`, only those rows; with `attack_overrides`, rows of one kind are
+        crafted with other settings (target_parts). With `target_spec` (the target's config or arch
         spec), cells are kept in and, when resuming, read from the cell cache."""
         x, batch = self.x, self.batch
         active = {d: f for d, f in self.defenses.items() if defenses is None or d in defenses}
@@ -175,9 +175,9 @@ class Evaluation:
         for spec in self.config["attacks"]:
             if attacks is not None and spec["name"] not in attacks:
                 continue
-            remapped = bool(attack_kinds) and spec["kind"] in attack_kinds
-            if remapped:  # keys the cache too
-                spec = {**spec, "kind": attack_kinds[spec["kind"]]}
+            override = (attack_overrides or {}).get(spec["kind"])
+            if override:  # keys the cache too
+                spec = {**spec, **override}
             attack = build_attack(spec, self._features_for(spec))
             t0 = time.time()
             adaptive = spec.get("adaptive")
@@ -234,8 +234,8 @@ class Evaluation:
                 "seconds": round(time.time() - t0, 1),  # this run's: less when resumed
                 "cells_resumed": resumed,
             }
-            if remapped:  # the row's name says PGD; this says which PGD ran on this target
-                row["crafted_with"] = spec["kind"]
+            if override:  # the row's name says PGD; this says which PGD ran on this target
+                row["crafted_with"] = override
             rows.append(row)
             if on_row is not None:
                 on_row()
@@ -342,18 +342,20 @@ def attack_kind(spec: dict[str, Any]) -> str:
 
 def target_parts(
     entry: str | dict[str, Any],
-) -> tuple[str | dict[str, Any], list[str] | None, list[str] | None, dict[str, str]]:
-    """(the target's config or arch spec, its columns, its rows, its attack kinds) from a
-    config's `targets` entry: a training config, a pretrained arch spec, or {config: PATH,
-    defenses: [...], attacks: [...]} to measure only some cells on it (None: all), with
-    `attack_kinds: {pgd: pgd_cas}` to craft every row of one kind with another on it (a
-    CAS classifier masks CE's gradient: its PGD rows ascend the CAS loss instead)."""
+) -> tuple[str | dict[str, Any], list[str] | None, list[str] | None, dict[str, dict[str, Any]]]:
+    """(the target's config or arch spec, its columns, its rows, its attack overrides)
+    from a config's `targets` entry: a training config, a pretrained arch spec, or
+    {config: PATH, defenses: [...], attacks: [...]} to measure only some cells on it
+    (None: all), with `attack_overrides: {pgd: {kind: pgd_cas, ce_weight: 0}}` to craft
+    every row of one kind with those settings replaced on it (a CAS classifier masks
+    CE's gradient: its PGD rows attack the CAS heads instead)."""
     if isinstance(entry, dict) and "config" in entry:
-        kinds = dict(entry.get("attack_kinds", {}))
-        unknown = sorted(set(kinds.values()) - {*ATTACKS, "ssp"})
+        overrides = {k: dict(v) for k, v in entry.get("attack_overrides", {}).items()}
+        kinds = {v.get("kind", k) for k, v in overrides.items()}
+        unknown = sorted(kinds - {*ATTACKS, "ssp"})
         if unknown:
-            raise KeyError(f"attack_kinds names unknown attacks {unknown}")
-        return entry["config"], entry.get("defenses"), entry.get("attacks"), kinds
+            raise KeyError(f"attack_overrides names unknown attacks {unknown}")
+        return entry["config"], entry.get("defenses"), entry.get("attacks"), overrides
     return entry, None, None, {}
 
 
@@ -400,12 +402,12 @@ def evaluate_from_config(
     out_dir = Path(config["output_dir"])
     for name, entry in config["targets"].items():
         print(f"target {name}", flush=True)
-        target_cfg, columns, attacks, attack_kinds = target_parts(entry)
+        target_cfg, columns, attacks, attack_overrides = target_parts(entry)
         target = load_target(target_cfg, ev.device)
         rows: list[dict[str, Any]] = []
         result["targets"][name] = {"config": target_cfg, "rows": rows}
-        if attack_kinds:
-            result["targets"][name]["attack_kinds"] = attack_kinds
+        if attack_overrides:
+            result["targets"][name]["attack_overrides"] = attack_overrides
         adv = ev.evaluate_target(
             target,
             rows,
@@ -413,7 +415,7 @@ def evaluate_from_config(
             defenses=columns,
             attacks=attacks,
             target_spec=target_cfg,
-            attack_kinds=attack_kinds,
+            attack_overrides=attack_overrides,
         )
         if examples is None:
             examples = (target, adv)
@@ -466,8 +468,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     defenses = result["defenses"]
     for target, block in result["targets"].items():
         lines += [f"### Target: {target}", ""]
-        for kind, used in block.get("attack_kinds", {}).items():
-            lines += [f"Every `{kind}` row on {target} is crafted with `{used}`.", ""]
+        for kind, override in block.get("attack_overrides", {}).items():
+            lines += [f"Every `{kind}` row on {target} is crafted with `{override}`.", ""]
         lines.append("| attack | budget | kind | " + " | ".join(defenses) + " |")
         lines.append("|---|---|---|" + "---|" * len(defenses))
         for row in block["rows"]:

@@ -132,19 +132,28 @@ def test_one_adversarial_training_step_lowers_the_loss_on_its_adversaries(cas, f
     assert 0 <= scores["val_clean_err"] <= 100 and 0 <= scores["val_attacked_err"] <= 100
 
 
-def test_pgd_on_the_cas_loss_is_torchattacks_pgd_on_a_model_without_cas(fmnist_test):
-    """No CAS modules: the objective is CE alone and the steps are torchattacks' PGD."""
+@pytest.mark.parametrize(
+    ("ours", "theirs", "budget"),
+    [
+        ("pgd_cas", "pgd", {"eps": 0.1, "alpha": 0.01, "steps": 10}),
+        ("fgsm_cas", "fgsm", {"eps": 0.1}),
+    ],
+)
+def test_the_cas_loss_attacks_are_torchattacks_on_a_model_without_cas(
+    ours, theirs, budget, fmnist_test
+):
+    """No CAS modules: the objective is CE alone and the steps are torchattacks'."""
     from training.attacks import build_attack
     from training.evaluate import load_target
 
     model = load_target(REPO / "training/configs/fmnist_lenet.yaml", torch.device("cpu"))
     x, y = fmnist_test[0][:32], fmnist_test[1][:32]
-    budget = {"eps": 0.1, "alpha": 0.01, "steps": 10}
     torch.manual_seed(0)
-    ours = build_attack({"kind": "pgd_cas", **budget})(model, x, y)
+    x_ours = build_attack({"kind": ours, **budget})(model, x, y)
     torch.manual_seed(0)
-    theirs = build_attack({"kind": "pgd", **budget})(model, x, y)
-    assert torch.allclose(ours, theirs, atol=1e-6)
+    x_theirs = build_attack({"kind": theirs, **budget})(model, x, y)
+    assert torch.allclose(x_ours, x_theirs, atol=1e-6)
+    assert not torch.allclose(x_ours, x)
 
 
 def test_pgd_on_the_cas_loss_stays_in_budget_raises_it_and_beats_plain_pgd(fmnist_test):
@@ -170,6 +179,11 @@ def test_pgd_on_the_cas_loss_stays_in_budget_raises_it_and_beats_plain_pgd(fmnis
             return int((model(images).argmax(1) != y).sum())
 
     assert errors(adv) >= errors(plain) + 10, (errors(x), errors(plain), errors(adv))
+    # The CAS heads' loss alone (ce_weight 0, the table's attack) fools more still: the
+    # masked CE term dilutes the authors' gradient.
+    torch.manual_seed(0)
+    heads_only = CASLossPGD(eps=0.1, alpha=0.01, steps=20, ce_weight=0.0)(model, x, y)
+    assert errors(heads_only) >= errors(adv) + 10, (errors(adv), errors(heads_only))
 
 
 def test_batch_augment_shifts_and_mirrors_each_image_on_its_own():

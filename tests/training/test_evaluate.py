@@ -225,7 +225,7 @@ def test_a_changed_weights_file_changes_the_cell_key(tmp_path):
     assert before != after
 
 
-def test_attack_kinds_craft_one_kind_of_row_with_another_on_that_target_only(
+def test_attack_overrides_craft_one_kind_of_row_otherwise_on_that_target_only(
     eval_config, tmp_path, monkeypatch
 ):
     import training.evaluate as evaluate
@@ -241,7 +241,7 @@ def test_attack_kinds_craft_one_kind_of_row_with_another_on_that_target_only(
     lenet = eval_config["targets"]["lenet"]
     eval_config["targets"] = {
         "lenet": lenet,
-        "lenet_cas_loss": {"config": lenet, "attack_kinds": {"pgd": "pgd_cas"}},
+        "lenet_cas_loss": {"config": lenet, "attack_overrides": {"pgd": {"kind": "pgd_cas"}}},
     }
     eval_config["attacks"] = [ATTACKS[0], ATTACKS[1], ATTACKS[3]]  # FGSM, PGD-5, BPDA
     result = evaluate_from_config(write_yaml(tmp_path / "eval.yaml", eval_config))
@@ -249,25 +249,30 @@ def test_attack_kinds_craft_one_kind_of_row_with_another_on_that_target_only(
         *[("FGSM", "fgsm"), ("PGD-5", "pgd"), ("BPDA", "pgd")],
         *[("FGSM", "fgsm"), ("PGD-5", "pgd_cas"), ("BPDA", "pgd_cas")],
     ]
-    assert result["targets"]["lenet_cas_loss"]["attack_kinds"] == {"pgd": "pgd_cas"}
-    assert "attack_kinds" not in result["targets"]["lenet"]
+    assert result["targets"]["lenet_cas_loss"]["attack_overrides"] == {"pgd": {"kind": "pgd_cas"}}
+    assert "attack_overrides" not in result["targets"]["lenet"]
     crafted_with = {
         name: [r.get("crafted_with") for r in t["rows"]] for name, t in result["targets"].items()
     }
     assert crafted_with == {
         "lenet": [None] * 4,
-        "lenet_cas_loss": [None, None, "pgd_cas", "pgd_cas"],  # clean, FGSM, PGD-5, BPDA
+        "lenet_cas_loss": [
+            None,
+            None,
+            {"kind": "pgd_cas"},
+            {"kind": "pgd_cas"},
+        ],  # FGSM, PGD-5, BPDA
     }
     table = (Path(eval_config["output_dir"]) / "table.md").read_text()
-    assert "Every `pgd` row on lenet_cas_loss is crafted with `pgd_cas`." in table
+    assert "Every `pgd` row on lenet_cas_loss is crafted with `{'kind': 'pgd_cas'}`." in table
     # LeNet has no CAS module: the CAS loss is its CE, and the cells agree.
     rows = [[r["error"] for r in t["rows"]] for t in result["targets"].values()]
     assert rows[0] == rows[1]
 
 
-def test_attack_kinds_must_name_known_attacks():
+def test_attack_overrides_must_name_known_attacks():
     from training.evaluate import target_parts
 
     with pytest.raises(KeyError, match="unknown attacks"):
-        target_parts({"config": "lenet.yaml", "attack_kinds": {"pgd": "pgd_nope"}})
+        target_parts({"config": "lenet.yaml", "attack_overrides": {"pgd": {"kind": "pgd_no"}}})
     assert target_parts("lenet.yaml")[3] == {}

@@ -158,6 +158,8 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "spatial": _spatial,
     "stadv": SpatialTransformAttack,  # ours: see training/attacks/stadv.py for why
     "pgd_cas": CASLossPGD,  # ours: PGD on the CAS loss, see training/attacks/cas_pgd.py
+    # FGSM on the CAS loss: one step of eps from the image itself, as torchattacks' FGSM
+    "fgsm_cas": lambda eps, **cas: CASLossPGD(eps, eps, 1, random_start=False, **cas),
 }
 # Keys of an attack spec that describe the evaluation, not the attack's parameters.
 _META_KEYS = ("name", "kind", "adaptive", "seen", "only", "feature_extractor")
