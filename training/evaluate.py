@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.attacks import ATTACKS, BPDAWrapper, build_attack
+from training.attacks import ATTACKS, SURROGATES, BPDAWrapper, build_attack
 from training.confidence import confident_mask
 from training.config import apply_run_settings, load_config
 from training.data.registry import load_dataset
@@ -346,15 +346,18 @@ def target_parts(
     """(the target's config or arch spec, its columns, its rows, its attack overrides)
     from a config's `targets` entry: a training config, a pretrained arch spec, or
     {config: PATH, defenses: [...], attacks: [...]} to measure only some cells on it
-    (None: all), with `attack_overrides: {pgd: {kind: pgd_cas, ce_weight: 0}}` to craft
-    every row of one kind with those settings replaced on it (a CAS classifier masks
-    CE's gradient: its PGD rows attack the CAS heads instead)."""
+    (None: all), with `attack_overrides: {pgd: {surrogate: cas_heads}}` to craft every
+    row of one kind with those settings replaced on it (a CAS classifier masks the
+    gradient of its output: its rows attack a stand-in, training.attacks.cas_surrogates)."""
     if isinstance(entry, dict) and "config" in entry:
         overrides = {k: dict(v) for k, v in entry.get("attack_overrides", {}).items()}
         kinds = {v.get("kind", k) for k, v in overrides.items()}
         unknown = sorted(kinds - {*ATTACKS, "ssp"})
         if unknown:
             raise KeyError(f"attack_overrides names unknown attacks {unknown}")
+        surrogates = {v["surrogate"] for v in overrides.values() if "surrogate" in v}
+        if surrogates - set(SURROGATES):
+            raise KeyError(f"attack_overrides names unknown surrogates {surrogates}")
         return entry["config"], entry.get("defenses"), entry.get("attacks"), overrides
     return entry, None, None, {}
 

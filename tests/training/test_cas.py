@@ -1,6 +1,7 @@
 """CAS keeps shapes, suppresses channels by the class's importance weights (the label in
 training, the auxiliary prediction at test), and its loss trains the auxiliary head; PGD
-on that loss (the CAS authors' attack) stays in budget and breaks what CE alone masks."""
+on that loss (the CAS authors' attack) stays in budget and breaks what CE alone masks,
+and the stand-ins for crafting on CAS (the CAS heads; straight-through) unmask more."""
 
 import pytest
 import torch
@@ -132,38 +133,43 @@ def test_one_adversarial_training_step_lowers_the_loss_on_its_adversaries(cas, f
     assert 0 <= scores["val_clean_err"] <= 100 and 0 <= scores["val_attacked_err"] <= 100
 
 
-@pytest.mark.parametrize(
-    ("ours", "theirs", "budget"),
-    [
-        ("pgd_cas", "pgd", {"eps": 0.1, "alpha": 0.01, "steps": 10}),
-        ("fgsm_cas", "fgsm", {"eps": 0.1}),
-    ],
-)
-def test_the_cas_loss_attacks_are_torchattacks_on_a_model_without_cas(
-    ours, theirs, budget, fmnist_test
-):
+def test_pgd_on_the_cas_loss_is_torchattacks_pgd_on_a_model_without_cas(fmnist_test):
     """No CAS modules: the objective is CE alone and the steps are torchattacks'."""
     from training.attacks import build_attack
     from training.evaluate import load_target
 
     model = load_target(REPO / "training/configs/fmnist_lenet.yaml", torch.device("cpu"))
     x, y = fmnist_test[0][:32], fmnist_test[1][:32]
+    budget = {"eps": 0.1, "alpha": 0.01, "steps": 10}
     torch.manual_seed(0)
-    x_ours = build_attack({"kind": ours, **budget})(model, x, y)
+    x_ours = build_attack({"kind": "pgd_cas", **budget})(model, x, y)
     torch.manual_seed(0)
-    x_theirs = build_attack({"kind": theirs, **budget})(model, x, y)
+    x_theirs = build_attack({"kind": "pgd", **budget})(model, x, y)
     assert torch.allclose(x_ours, x_theirs, atol=1e-6)
     assert not torch.allclose(x_ours, x)
 
 
-def test_pgd_on_the_cas_loss_stays_in_budget_raises_it_and_beats_plain_pgd(fmnist_test):
+@pytest.fixture(scope="module")
+def at_cas_lenet() -> torch.nn.Module:
+    from training.evaluate import load_target
+
+    return load_target(REPO / "training/configs/fmnist_lenet_at_cas.yaml", torch.device("cpu"))
+
+
+def _errors(model: torch.nn.Module, images: torch.Tensor, y: torch.Tensor) -> int:
+    with torch.no_grad():
+        return int((model(images).argmax(1) != y).sum())
+
+
+def test_pgd_on_the_cas_loss_stays_in_budget_raises_it_and_beats_plain_pgd(
+    fmnist_test, at_cas_lenet
+):
     """On the committed AT+CAS LeNet, CE alone barely moves the argmax-chosen weights
     (gradient masking); the CAS authors' objective flips them and fools more images."""
     from training.attacks.cas_pgd import CASLossPGD
     from training.attacks.library import build_attack
-    from training.evaluate import load_target
 
-    model = load_target(REPO / "training/configs/fmnist_lenet_at_cas.yaml", torch.device("cpu"))
+    model = at_cas_lenet
     x, y = fmnist_test[0][:128], fmnist_test[1][:128]
     attack = CASLossPGD(eps=0.1, alpha=0.01, steps=20)
     torch.manual_seed(0)
@@ -173,17 +179,68 @@ def test_pgd_on_the_cas_loss_stays_in_budget_raises_it_and_beats_plain_pgd(fmnis
         assert attack.loss(model, adv, y) > attack.loss(model, x, y) + 0.5
     torch.manual_seed(0)
     plain = build_attack({"kind": "pgd", "eps": 0.1, "alpha": 0.01, "steps": 20})(model, x, y)
+    errors = (_errors(model, x, y), _errors(model, plain, y), _errors(model, adv, y))
+    assert errors[2] >= errors[1] + 10, errors
 
-    def errors(images: torch.Tensor) -> int:
-        with torch.no_grad():
-            return int((model(images).argmax(1) != y).sum())
 
-    assert errors(adv) >= errors(plain) + 10, (errors(x), errors(plain), errors(adv))
-    # The CAS heads' loss alone (ce_weight 0, the table's attack) fools more still: the
-    # masked CE term dilutes the authors' gradient.
+def test_crafting_on_the_cas_heads_fools_more_than_the_authors_loss(fmnist_test, at_cas_lenet):
+    """PGD on the CAS heads' logits is the CAS loss without the masked CE term, which
+    dilutes the authors' gradient: more of the AT+CAS LeNet's own predictions flip."""
+    from training.attacks.library import build_attack
+
+    model = at_cas_lenet
+    x, y = fmnist_test[0][:128], fmnist_test[1][:128]
+    budget = {"eps": 0.1, "alpha": 0.01, "steps": 20}
     torch.manual_seed(0)
-    heads_only = CASLossPGD(eps=0.1, alpha=0.01, steps=20, ce_weight=0.0)(model, x, y)
-    assert errors(heads_only) >= errors(adv) + 10, (errors(adv), errors(heads_only))
+    authors = build_attack({"kind": "pgd_cas", **budget})(model, x, y)
+    torch.manual_seed(0)
+    heads = build_attack({"kind": "pgd", "surrogate": "cas_heads", **budget})(model, x, y)
+    assert (heads - x).abs().max() <= 0.1 + 1e-6 and heads.min() >= 0 and heads.max() <= 1
+    assert _errors(model, heads, y) >= _errors(model, authors, y) + 10
+
+
+def test_the_straight_through_stand_in_is_exact_forward_and_unmasks_the_gradient(
+    fmnist_test, at_cas_lenet
+):
+    """Forward: the CAS classifier's logits (to float rounding). Backward: the argmax's soft
+    stand-in carries a gradient that the argmax does not. The classifier is left exact;
+    CW on the stand-in fools more than CW on the classifier."""
+    from training.attacks.cas_surrogates import CASStraightThrough
+    from training.attacks.library import build_attack
+
+    model = at_cas_lenet
+    x, y = fmnist_test[0][:64], fmnist_test[1][:64]
+    stand_in = CASStraightThrough(model).eval()
+
+    def input_grad(net: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        xg = x.clone().requires_grad_(True)
+        out = net(xg)
+        # The true class's logit margin over the others' mean: not saturated like CE.
+        margin = (out.gather(1, y[:, None]) - out.mean(1, keepdim=True)).sum()
+        (grad,) = torch.autograd.grad(margin, xg)
+        return out.detach(), grad
+
+    out_model, grad_model = input_grad(model)
+    out_stand_in, grad_stand_in = input_grad(stand_in)
+    assert torch.allclose(out_model, out_stand_in, atol=1e-4)  # w + soft - soft: rounding
+    assert not torch.allclose(grad_model, grad_stand_in)
+    assert not any(m.straight_through for m in stand_in.heads)
+    cw = {"kind": "cw", "c": 1.0, "steps": 50, "lr": 0.01}
+    plain = build_attack(cw)(model, x, y)
+    through = build_attack({**cw, "surrogate": "cas_straight_through"})(model, x, y)
+    assert _errors(model, through, y) >= _errors(model, plain, y) + 5
+
+
+def test_a_surrogate_needs_cas_modules_and_a_known_name(fmnist_test):
+    from training.attacks.library import build_attack
+    from training.evaluate import load_target
+
+    model = load_target(REPO / "training/configs/fmnist_lenet.yaml", torch.device("cpu"))
+    x, y = fmnist_test[0][:4], fmnist_test[1][:4]
+    with pytest.raises(ValueError, match="needs a model with CAS modules"):
+        build_attack({"kind": "fgsm", "eps": 0.1, "surrogate": "cas_heads"})(model, x, y)
+    with pytest.raises(KeyError, match="unknown surrogate"):
+        build_attack({"kind": "fgsm", "eps": 0.1, "surrogate": "logits"})
 
 
 def test_batch_augment_shifts_and_mirrors_each_image_on_its_own():

@@ -270,9 +270,13 @@ def test_attack_overrides_craft_one_kind_of_row_otherwise_on_that_target_only(
     assert rows[0] == rows[1]
 
 
-def test_attack_overrides_must_name_known_attacks():
+def test_attack_overrides_must_name_known_attacks_and_surrogates():
     from training.evaluate import target_parts
 
     with pytest.raises(KeyError, match="unknown attacks"):
         target_parts({"config": "lenet.yaml", "attack_overrides": {"pgd": {"kind": "pgd_no"}}})
+    with pytest.raises(KeyError, match="unknown surrogates"):
+        target_parts({"config": "lenet.yaml", "attack_overrides": {"pgd": {"surrogate": "aux"}}})
+    heads = {"pgd": {"surrogate": "cas_heads"}}
+    assert target_parts({"config": "lenet.yaml", "attack_overrides": heads})[3] == heads
     assert target_parts("lenet.yaml")[3] == {}

@@ -40,7 +40,7 @@ def exported(nrp_config, tiny_models, tmp_path) -> Path:
                         "attack": "PGD-40",
                         "budget": "Linf 0.1",
                         "kind": "unseen",
-                        "crafted_with": {"kind": "pgd_cas", "ce_weight": 0.0},
+                        "crafted_with": {"surrogate": "cas_heads"},
                         "error": {"none": 50.0, "nrp": 30.0},
                     },
                 ]
@@ -66,7 +66,7 @@ def test_export_writes_the_triton_layout_and_card(exported):
     assert card["gflops_at_224"] > 0 and card["parity_max_abs_diff"] <= 1e-4
     clean, pgd = card["evaluation"]["targets"]["lenet"]
     assert clean["error"] == {"none": 10.0, "nrp": 11.0} and "crafted_with" not in clean
-    assert pgd["crafted_with"] == {"kind": "pgd_cas", "ce_weight": 0.0}  # which PGD ran
+    assert pgd["crafted_with"] == {"surrogate": "cas_heads"}  # which PGD ran
     assert card["evaluation"]["command"] == "purifier eval tiny.yaml"
     assert card["training"]["eps"] == 0.1 and card["training"]["run"] is None
 

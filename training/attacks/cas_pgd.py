@@ -1,21 +1,19 @@
 """L-inf PGD on the CAS training loss (Bai et al., ICLR 2021): the attack the CAS authors
-both train and evaluate with, and the stronger one that attacks the CAS heads alone.
+both train and evaluate with.
 
 A CAS classifier at test time re-weights its channels by the auxiliary head's argmax.
 The main head learns, in training, to read the class off those weights, so the gradient
 of CE(main) alone barely moves it: plain PGD stalls (gradient masking). The authors'
 attack (their `FastGradientSignUntargeted.perturb` and `_pgd_whitebox`) instead ascends
 
-    ce_weight * CE(p(x'), y) + beta / S * sum_s CE(p_hat^s(x'), y)
+    CE(p(x'), y) + beta / S * sum_s CE(p_hat^s(x'), y)
 
-with ce_weight = 1 - the very loss CAS trains on (training.models.cas) - which flips the
-auxiliary prediction and with it the weights. The masked CE term still dilutes that
-gradient: ce_weight = 0 (the CAS heads' loss alone, whose argmax the main head follows)
-fools more of our AT+CAS LeNet, so the table's evaluation uses it and training keeps
-the authors' loss. On a model without CAS modules the objective is CE, whatever the
-weights, and this is plain PGD (random start, alpha * sign(grad) steps, projection);
-with one step of eps and no random start it is FGSM (`fgsm_cas` in the registry).
+- the very loss CAS trains on (training.models.cas) - which flips the auxiliary
+prediction and with it the weights. On a model without CAS modules the second term is
+absent and this is plain PGD (random start, alpha * sign(grad) steps, projection).
 No library has it: torchattacks' and foolbox's PGD take the model's logits only.
+Training uses it; the evaluation crafts on the CAS heads alone, which the masked CE term
+no longer dilutes (training.attacks.cas_surrogates).
 """
 
 from __future__ import annotations
@@ -36,22 +34,19 @@ class CASLossPGD:
         beta: float = 2.0,
         random_start: bool = True,
         targeted: bool = False,
-        ce_weight: float = 1.0,
     ) -> None:
         self.eps, self.alpha, self.steps = eps, alpha, steps
         self.beta = beta  # the CAS paper's beta, as in training
         self.random_start = random_start
         self.targeted = targeted  # towards a random wrong class per image, as torchattacks'
-        self.ce_weight = ce_weight  # 1: the authors' objective; 0: the CAS heads' alone
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The objective ascended: CE on the output (weighted) plus the CAS modules'
-        loss; CE alone on a model without CAS modules."""
-        ce = F.cross_entropy(model(x), y)
+        """The objective ascended: CE on the output plus the CAS modules' loss, if any."""
+        total = F.cross_entropy(model(x), y)
         modules = [m for m in model.modules() if isinstance(m, CAS)]
-        if not modules:
-            return ce
-        return self.ce_weight * ce + cas_loss(modules, y, self.beta)
+        if modules:
+            total = total + cas_loss(modules, y, self.beta)
+        return total
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.detach()

@@ -3,7 +3,8 @@
 `build_attack(spec)` returns `attack(model, x, y) -> x_adv`. torchattacks provides the
 L-inf and CW attacks, Square and APGD; foolbox provides DDN (torchattacks has none) and
 the rotation + translation attack. SSP (ssp.py; it needs the feature extractor, passed
-in), STA (stadv.py) and PGD on the CAS loss (cas_pgd.py) are ours.
+in), STA (stadv.py), PGD on the CAS loss (cas_pgd.py) and the CAS stand-ins that any of them
+can be crafted on (`surrogate`, cas_surrogates.py) are ours.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from training.attacks.cas_pgd import CASLossPGD
+from training.attacks.cas_surrogates import SURROGATES
 from training.attacks.ssp import SSP
 from training.attacks.stadv import SpatialTransformAttack
 
@@ -158,21 +160,30 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "spatial": _spatial,
     "stadv": SpatialTransformAttack,  # ours: see training/attacks/stadv.py for why
     "pgd_cas": CASLossPGD,  # ours: PGD on the CAS loss, see training/attacks/cas_pgd.py
-    # FGSM on the CAS loss: one step of eps from the image itself, as torchattacks' FGSM
-    "fgsm_cas": lambda eps, **cas: CASLossPGD(eps, eps, 1, random_start=False, **cas),
 }
 # Keys of an attack spec that describe the evaluation, not the attack's parameters.
 _META_KEYS = ("name", "kind", "adaptive", "seen", "only", "feature_extractor")
 
 
 def build_attack(spec: dict[str, Any], feature_extractor: nn.Module | None = None) -> Attack:
+    """The spec's attack; with `surrogate` (training.attacks.cas_surrogates), crafted on
+    that stand-in for the model it is given."""
     params = {k: v for k, v in spec.items() if k not in _META_KEYS}
+    surrogate = params.pop("surrogate", None)
     kind = spec["kind"]
     if kind == "ssp":
         if feature_extractor is None:
             raise ValueError("the SSP attack needs the feature extractor")
+        if surrogate is not None:
+            raise ValueError("SSP attacks a feature extractor, not the model: no surrogate")
         ssp = SSP(feature_extractor, **params)
         return lambda model, x, y: ssp(x)
     if kind not in ATTACKS:
         raise KeyError(f"unknown attack {kind!r}; known: {sorted([*ATTACKS, 'ssp'])}")
-    return ATTACKS[kind](**params)
+    attack = ATTACKS[kind](**params)
+    if surrogate is None:
+        return attack
+    if surrogate not in SURROGATES:
+        raise KeyError(f"unknown surrogate {surrogate!r}; known: {sorted(SURROGATES)}")
+    stand_in = SURROGATES[surrogate]
+    return lambda model, x, y: attack(stand_in(model).eval(), x, y)

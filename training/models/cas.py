@@ -7,7 +7,9 @@ the published method (Sec. 4.1 of the ICLR paper):
 - an auxiliary linear classifier M (K -> C classes, no bias) gives p_hat = softmax(f_hat M);
 - the column M_c is the channel importance for class c, and the activation is
   re-weighted channel-wise: f_tilde = f * M_y with the true label y in training, and with
-  the auxiliary prediction y_hat = argmax p_hat at test time;
+  the auxiliary prediction y_hat = argmax p_hat at test time (with `straight_through`,
+  set only while an attack crafts on it, the backward pass differentiates the
+  softmax-weighted sum_c p_hat_c M_c instead of the argmax: training.attacks.cas_surrogates);
 - each CAS module adds a cross-entropy L_CAS(p_hat, y); the training loss is
   L = CE(p(x'), y) + beta / S * sum_s L_CAS^s with beta = 2 (`cas_loss`).
 """
@@ -24,12 +26,16 @@ class CAS(nn.Module):
         super().__init__()
         self.importance = nn.Linear(channels, num_classes, bias=False)  # M: K -> C
         self.aux_logits: torch.Tensor | None = None  # p_hat's logits of the last forward
+        self.straight_through = False  # BPDA through the argmax (cas_surrogates)
 
     def forward(self, f: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.importance(f.mean(dim=(2, 3)))  # f_hat M
         self.aux_logits = logits
         cls = labels if labels is not None else logits.argmax(1)
         weights = self.importance.weight[cls]  # (N, K): M_y, or M_y_hat at test time
+        if labels is None and self.straight_through:  # forward M_y_hat, backward soft
+            soft = logits.softmax(1) @ self.importance.weight
+            weights = weights + soft - soft.detach()
         return f * weights[:, :, None, None]
 
 
