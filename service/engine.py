@@ -102,6 +102,7 @@ class Engine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads_per_instance(settings)
         options.inter_op_num_threads = settings.inter_op_threads
+        options.enable_cpu_mem_arena = settings.cpu_mem_arena
         spin = "1" if settings.allow_spinning else "0"
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         options.add_session_config_entry("session.inter_op.allow_spinning", spin)

@@ -5,6 +5,8 @@ settings say what the service actually does."""
 from __future__ import annotations
 
 import copy
+import json
+import os
 from pathlib import Path
 
 import kubernetes_validate
@@ -157,3 +159,50 @@ def test_hpa_and_pdb_select_the_deployment():
         spec = resources[kind]["spec"]
         selector = spec["selector"].get("matchLabels", spec["selector"])
         assert selector.items() <= labels.items()
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+def _settings_as_deployed(resources: list[dict]) -> dict[str, str]:
+    """The purifier container's PURIFIER_* settings: its ConfigMap, then its own env."""
+    container = purifier_container(resources)
+    env = {}
+    if container.get("envFrom"):
+        env |= next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    env |= {e["name"]: e["value"] for e in container.get("env", [])}
+    return env
+
+
+@pytest.mark.parametrize("source", ["overlays/cpu", "examples/sidecar.yaml"])
+def test_the_memory_limit_holds_the_warmed_up_server_as_deployed(source, tmp_path):
+    """Started with the container's settings and the models the image bakes in (every
+    exported model), the warmed-up server - each session's arena holding its largest
+    batch - uses at most 3/4 of the container's memory limit, the rest being for the
+    requests in flight. A model added to exported_models/ can push a manifest over."""
+    from service.config import Settings
+    from tests.live_server import Server
+
+    path = K8S / source
+    resources = render(path) if path.is_dir() else load_documents(path)
+    limit = _bytes(purifier_container(resources)["resources"]["limits"]["memory"])
+    defaults = Settings.model_fields
+    env = {  # undo the test server's one-model, small-warm-up defaults
+        "PURIFIER_INTRA_OP_THREADS": str(defaults["intra_op_threads"].default),
+        "PURIFIER_WARMUP_SIZES": json.dumps(defaults["warmup_sizes"].default),
+        "PURIFIER_CODEC_THREADS": str(defaults["codec_threads"].default),
+        "OMP_NUM_THREADS": str(os.cpu_count()),
+        **_settings_as_deployed(resources),
+        "PURIFIER_MODEL_REPOSITORY": str(REPO / "exported_models"),  # the image's /models
+        "PURIFIER_HOST": "127.0.0.1",
+    }
+    server = Server(env, tmp_path / "log.txt")
+    try:
+        server.wait_ready(timeout=180)
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        rss = int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1]) * 1024
+    finally:
+        server.stop()
+    assert rss <= 0.75 * limit, f"{rss / 2**20:.0f} MB resident of a {limit / 2**20:.0f} MB limit"

@@ -71,3 +71,13 @@ def test_io_binding_gives_the_plain_run_s_output():
     for shape in ((1, 1, 28, 28), (4, 1, 32, 40)):
         batch = np.random.default_rng(1).random(shape, np.float32)
         np.testing.assert_array_equal(bound.run(batch), plain.run(batch))
+
+
+def test_without_the_cpu_arena_the_sessions_free_their_memory_and_answer_alike():
+    entry = fmnist_nrp()
+    kept = Engine(entry, Settings(intra_op_threads=1))
+    freed = Engine(entry, Settings(intra_op_threads=1, cpu_mem_arena=False))
+    assert kept.sessions[0].get_session_options().enable_cpu_mem_arena
+    assert not freed.sessions[0].get_session_options().enable_cpu_mem_arena
+    batch = np.random.default_rng(2).random((4, 1, 32, 40), np.float32)
+    np.testing.assert_array_equal(freed.run(batch), kept.run(batch))
