@@ -356,8 +356,9 @@ def target_parts(
         if unknown:
             raise KeyError(f"attack_overrides names unknown attacks {unknown}")
         surrogates = {v["surrogate"] for v in overrides.values() if "surrogate" in v}
-        if surrogates - set(SURROGATES):
-            raise KeyError(f"attack_overrides names unknown surrogates {surrogates}")
+        unknown = sorted(surrogates - set(SURROGATES))
+        if unknown:
+            raise KeyError(f"attack_overrides names unknown surrogates {unknown}")
         return entry["config"], entry.get("defenses"), entry.get("attacks"), overrides
     return entry, None, None, {}
 

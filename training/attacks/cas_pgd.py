@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.cas import CAS, cas_loss
+from training.models.cas import cas_loss, cas_modules_in
 
 
 class CASLossPGD:
@@ -43,7 +43,7 @@ class CASLossPGD:
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The objective ascended: CE on the output plus the CAS modules' loss, if any."""
         total = F.cross_entropy(model(x), y)
-        modules = [m for m in model.modules() if isinstance(m, CAS)]
+        modules = cas_modules_in(model)
         if modules:
             total = total + cas_loss(modules, y, self.beta)
         return total

@@ -23,37 +23,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.models.cas import CAS
+from training.models.cas import cas_modules_in
 
 
-def cas_modules(model: nn.Module) -> list[CAS]:
-    modules = [m for m in model.modules() if isinstance(m, CAS)]
-    if not modules:
-        raise ValueError("a CAS surrogate needs a model with CAS modules (training.models.cas)")
-    return modules
-
-
-class CASHeads(nn.Module):
-    """The CAS modules' auxiliary logits as the model's output."""
+class _CASStandIn(nn.Module):
+    """Wraps a model with CAS modules (`heads`); a model without any is refused."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.heads = cas_modules(model)
+        self.heads = cas_modules_in(model)
+        if not self.heads:
+            raise ValueError("a CAS surrogate needs a model with CAS modules (training.models.cas)")
+
+
+class CASHeads(_CASStandIn):
+    """The CAS modules' auxiliary logits as the model's output."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.model(x)  # fills each module's aux_logits
         return torch.stack([m.aux_logits for m in self.heads]).mean(0)
 
 
-class CASStraightThrough(nn.Module):
+class CASStraightThrough(_CASStandIn):
     """The CAS classifier's logits, with a straight-through gradient through each
     module's argmax (CAS.straight_through)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.heads = cas_modules(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for m in self.heads:

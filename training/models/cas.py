@@ -39,6 +39,12 @@ class CAS(nn.Module):
         return f * weights[:, :, None, None]
 
 
+def cas_modules_in(model: nn.Module) -> list[CAS]:
+    """Every CAS module inside `model`, however it is wrapped (a purifier in front of it,
+    an attack's stand-in around it)."""
+    return [m for m in model.modules() if isinstance(m, CAS)]
+
+
 def cas_loss(modules: list[CAS], labels: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
     """beta / S * sum_s CE(p_hat^s, y) over the S CAS modules' last forward."""
     losses = [F.cross_entropy(m.aux_logits, labels) for m in modules if m.aux_logits is not None]
