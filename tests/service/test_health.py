@@ -116,7 +116,9 @@ def test_a_corrupt_or_missing_half_precision_file_is_refused_with_the_file_named
 def test_the_natural_image_purifier_is_the_default_once_it_is_exported():
     from service.app import default_model_name
 
-    assert default_model_name(None, ["fmnist-arn-dp", "fmnist-nrp", "photo-nrp"]) == "photo-nrp"
+    assert (
+        default_model_name(None, ["fmnist-arn-dp", "fmnist-nrp", "photo-guided"]) == "photo-guided"
+    )
     assert default_model_name(None, ["fmnist-arn-dp", "fmnist-nrp"]) == "fmnist-nrp"
     assert default_model_name(None, ["fmnist-cafd", "fmnist-arn-dp"]) == "fmnist-cafd"
-    assert default_model_name("fmnist-cafd", ["fmnist-cafd", "photo-nrp"]) == "fmnist-cafd"
+    assert default_model_name("fmnist-cafd", ["fmnist-cafd", "photo-guided"]) == "fmnist-cafd"

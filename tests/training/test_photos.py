@@ -11,11 +11,42 @@ from training.data.fashion_mnist import DatasetMissingError
 
 def test_every_curated_photo_is_present_and_the_split_is_by_group():
     all_photos = photo_data.photos()
-    assert len(all_photos) >= 50
-    train, test = photo_data.photos("train"), photo_data.photos("test")
-    assert len(train) + len(test) == len(all_photos) and len(test) >= 5
-    assert not {p.group for p in train} & {p.group for p in test}
-    assert {p.source for p in test} == set(photo_data.SOURCES)  # every source evaluated
+    assert len(all_photos) >= 100
+    splits = {s: photo_data.photos(s) for s in ("train", "val", "test")}
+    assert sum(len(v) for v in splits.values()) == len(all_photos)
+    assert len(splits["test"]) >= 20 and len(splits["val"]) >= 8
+    groups = {s: {p.group for p in v} for s, v in splits.items()}
+    assert not groups["train"] & groups["test"] and not groups["val"] & groups["test"]
+    assert not groups["train"] & groups["val"]
+    # Every source with five or more scenes is in the reported split.
+    big = {s for s, (_, _, g) in photo_data.SOURCES.items() if len(g) >= 5}
+    assert big <= {p.source for p in splits["test"]}
+
+
+def test_a_photo_inside_a_theme_file_is_its_largest_jpeg(tmp_path):
+    import io
+
+    from PIL import Image
+
+    def jpeg(size: tuple[int, int]) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", size, (200, 30, 30)).save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+    container = tmp_path / "theme.edj"
+    container.write_bytes(b"EET junk" + jpeg((16, 8)) + b"\x00" * 10 + jpeg((40, 30)) + b"end")
+    with photo_data._open(container) as img:
+        assert img.size == (40, 30)
+    (tmp_path / "empty.edj").write_bytes(b"no pictures here")
+    with pytest.raises(DatasetMissingError, match="no JPEG"):
+        photo_data._open(tmp_path / "empty.edj")
+
+
+def test_the_theme_photographs_decode_at_full_size():
+    edj = [p for p in photo_data.photos() if p.path.suffix == ".edj"]
+    assert len(edj) >= 14
+    with photo_data._open(edj[0].path) as img:
+        assert min(img.size) >= 2000
 
 
 def test_a_missing_source_names_its_package(monkeypatch, tmp_path):

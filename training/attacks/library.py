@@ -147,8 +147,19 @@ def _spatial(
     return run
 
 
+def _uniform_noise(eps: float) -> Attack:
+    """Not an attack: uniform noise in the L-inf ball, the control every purifier must
+    also leave harmless (HGD trains on noise beside its attacks)."""
+
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0.0, 1.0)
+
+    return run
+
+
 ATTACKS: dict[str, Callable[..., Attack]] = {
     "fgsm": _fgsm,
+    "uniform_noise": _uniform_noise,
     "pgd": _pgd,
     "mifgsm": _mifgsm,
     "dim": _dim,

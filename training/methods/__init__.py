@@ -23,4 +23,10 @@ def get_trainer(method: str) -> Callable[[dict[str, Any], bool], Any]:
         from training.methods.adversarial import train_adversarial
 
         return train_adversarial
-    raise KeyError(f"unknown method {method!r}; known: classifier, nrp, cafd, arn, adversarial")
+    if method == "guided":
+        from training.methods.guided import train_guided
+
+        return train_guided
+    raise KeyError(
+        f"unknown method {method!r}; known: classifier, nrp, cafd, arn, adversarial, guided"
+    )

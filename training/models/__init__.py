@@ -13,6 +13,7 @@ from training.models.arn import arn, arn_attack_discriminator
 from training.models.cam import ClassActivationFeatures
 from training.models.cas import cas_classifier
 from training.models.critics import vgg_critic
+from training.models.guided import guided_unet
 from training.models.imagenet import efficientnet_lite0_imagenet, mobilenet_v2_imagenet
 from training.models.purifiers import nrp, nrp_unet
 from training.models.targets import FeatureExtractor, lenet, resnet_small, vgg_small
@@ -24,6 +25,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cas": cas_classifier,
     "nrp": nrp,
     "nrp_unet": nrp_unet,
+    "guided_unet": guided_unet,
     "arn": arn,
     "arn_attack_discriminator": arn_attack_discriminator,
     "vgg_critic": vgg_critic,

@@ -134,3 +134,32 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.normalize(x))
+
+
+class FeatureTaps(nn.Module):
+    """A frozen FeatureClassifier run once for several named feature maps and its logits
+    (HGD's guide: the feature-guided loss at chosen layers, the logit-guided loss on the
+    output). The last tapped layer may be the final one; the head still runs after it."""
+
+    def __init__(self, model: FeatureClassifier, layers: list[str]) -> None:
+        super().__init__()
+        names = [name for name, _ in model.features.named_children()]
+        unknown = [layer for layer in layers if layer not in names]
+        if unknown:
+            raise ValueError(f"layers {unknown} not in features; choose from {names}")
+        self.model = model
+        self.layers = list(layers)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FeatureTaps:
+        return super().train(False)  # always frozen, like FeatureExtractor
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        h = self.model.normalize(x)
+        taps = []
+        for name, module in self.model.features.named_children():
+            h = module(h)
+            if name in self.layers:
+                taps.append(h)
+        return taps, self.model.head(h)

@@ -1,0 +1,111 @@
+"""The guided purifier's denoiser: HGD's residual U-Net (Liao et al. 2018, Sec. 3.1, Fig. 3:
+the network predicts the perturbation and subtracts it), shrunk for a CPU and guarded
+against the collapse that CPU-length runs met (issue 27: a learned pattern that steers
+the guide's features instead of removing noise):
+
+- y = clip(x + max_residual * tanh(r(x)), 0, 1): the correction is bounded per pixel, so
+  the purifier can undo an L-inf perturbation but never repaint the image;
+- the last convolution starts at zero, so at step 0 the purifier is the identity (every
+  clean image keeps its class before any training);
+- downsampling is a pixel-unshuffle and strided convolutions; upsampling is bilinear
+  followed by a convolution, never a transposed convolution or a pixel-shuffle, which
+  make checkerboards;
+- no BatchNorm (a sidecar purifies one image at a time), fully convolutional: any H, W
+  (edge-padded inside the graph to a multiple of 8, cropped back).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# A pixel-unshuffle (2) and two stride-2 levels: the padded side is a multiple of this.
+PAD_MULTIPLE = 8
+
+
+def _act() -> nn.Module:
+    return nn.LeakyReLU(0.2, inplace=True)
+
+
+def _conv_pair(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """Two 3x3 convolutions (HGD's "C2" block), the first optionally strided."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1), _act(), nn.Conv2d(cout, cout, 3, 1, 1), _act()
+    )
+
+
+class UpFuse(nn.Module):
+    """HGD's backward-path fuse: upsample the coarse map (bilinear: no checkerboard),
+    project it, concatenate the skip from the forward path, convolve."""
+
+    def __init__(self, coarse: int, skip: int) -> None:
+        super().__init__()
+        self.project = nn.Sequential(nn.Conv2d(coarse, skip, 3, 1, 1), _act())
+        self.fuse = _conv_pair(2 * skip, skip)
+
+    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(coarse, size=skip.shape[2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([self.project(up), skip], 1))
+
+
+class GuidedUNet(nn.Module):
+    """Residual U-Net on a pixel-unshuffled input; widths per level (1/2, 1/4, 1/8 of the
+    input side), a `full_res`-channel stage at the input's resolution that sees the image
+    itself, and the bounded, zero-initialised correction."""
+
+    size_multiple = 1
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: tuple[int, ...] | list[int] = (48, 96, 192),
+        bottleneck_convs: int = 2,
+        full_res: int = 16,
+        max_residual: float = 24 / 255,
+    ) -> None:
+        super().__init__()
+        if len(widths) != 3:
+            raise ValueError("widths: three levels (1/2, 1/4, 1/8 of the input side)")
+        if not 0 < max_residual <= 1:
+            raise ValueError("max_residual must be in (0, 1]")
+        w0, w1, w2 = widths
+        self.in_channels = in_channels
+        self.max_residual = float(max_residual)
+        self.unshuffle = nn.PixelUnshuffle(2)
+        self.enc0 = _conv_pair(4 * in_channels, w0)
+        self.enc1 = _conv_pair(w0, w1, stride=2)
+        middle: list[nn.Module] = [nn.Conv2d(w1, w2, 3, 2, 1), _act()]
+        for _ in range(bottleneck_convs):
+            middle += [nn.Conv2d(w2, w2, 3, 1, 1), _act()]
+        self.enc2 = nn.Sequential(*middle)
+        self.dec1 = UpFuse(w2, w1)
+        self.dec0 = UpFuse(w1, w0)
+        self.to_full = nn.Sequential(nn.Conv2d(w0, full_res, 3, 1, 1), _act())
+        self.full = nn.Sequential(nn.Conv2d(full_res + in_channels, full_res, 3, 1, 1), _act())
+        self.out = nn.Conv2d(full_res, in_channels, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)  # the identity at step 0
+        nn.init.zeros_(self.out.bias)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The bounded correction r with y = clip(x + r, 0, 1); |r| <= max_residual."""
+        h, w = x.shape[2], x.shape[3]
+        pad_h, pad_w = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        f0 = self.enc0(self.unshuffle(padded))
+        f1 = self.enc1(f0)
+        f2 = self.enc2(f1)
+        d0 = self.dec0(self.dec1(f2, f1), f0)
+        up = F.interpolate(
+            self.to_full(d0), size=padded.shape[2:], mode="bilinear", align_corners=False
+        )
+        r = self.out(self.full(torch.cat([up, padded], 1)))[:, :, :h, :w]
+        return self.max_residual * torch.tanh(r)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.residual(x)).clamp(0.0, 1.0)
+
+
+def guided_unet(**kwargs: object) -> GuidedUNet:
+    """GuidedUNet from a config's keyword arguments (see its constructor)."""
+    return GuidedUNet(**kwargs)  # type: ignore[arg-type]
