@@ -76,9 +76,10 @@ test: $(VENV)/.train-installed data deploy-tools
 	$(PY) -m pytest
 
 # Benchmarks run alone on the machine; results land in benchmarks/results/.
-# serve_bench ~25 min, overload ~3 min, soak 10 min.
+# model_latency ~1 min, serve_bench ~25 min, overload ~3 min, soak 10 min.
 bench: $(VENV)/.train-installed data
 	$(PIP) install -e '.[bench]'
+	$(PY) -m benchmarks.model_latency
 	$(PY) -m benchmarks.serve_bench
 	$(PY) -m benchmarks.overload_bench --size 224 --factor 5 --duration 60 --recovery 20
 	$(PY) -m benchmarks.soak_bench --duration 600
@@ -128,7 +129,7 @@ methods: $(VENV)/.train-installed data
 	for c in fmnist_arn_pp fmnist_arn_dp fmnist_cafd; do $(VENV)/bin/purifier export training/configs/$$c.yaml \
 	  --evaluation results/fmnist_methods/table.json || exit 1; done
 	$(PY) -m training.methods_table results/fmnist_methods/table.json \
-	  --cards exported_models/fmnist-*/1/card.json --readme README.md
+	  --cards exported_models/fmnist-*/1/card.json --readme docs/methods.md
 
 clean-venv:
 	rm -rf $(VENV) $(SERVE_VENV)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from purifier.contract import INPUT_NAME, OUTPUT_NAME
 from service.config import Settings
 from service.registry import ModelEntry, ModelLoadError
 
@@ -169,10 +170,10 @@ class Engine:
         session = self._free.get()
         try:
             if not self.io_binding:
-                return session.run(["purified"], {"image": batch})[0]
+                return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
             binding = session.io_binding()
-            binding.bind_cpu_input("image", batch)
-            binding.bind_output("purified", self._device)
+            binding.bind_cpu_input(INPUT_NAME, batch)
+            binding.bind_output(OUTPUT_NAME, self._device)
             session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
         finally:
@@ -183,5 +184,5 @@ class Engine:
         start = time.perf_counter()
         for session in self.sessions:
             for shape in shapes:
-                session.run(["purified"], {"image": np.zeros(shape, dtype=np.float32)})
+                session.run([OUTPUT_NAME], {INPUT_NAME: np.zeros(shape, dtype=np.float32)})
         return time.perf_counter() - start

@@ -4,11 +4,12 @@ model whose files' sha256 differ from its card."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from purifier.contract import CARD_FILE, FP16_MODEL_FILE, MODEL_FILE, sha256_of
 
 
 class ModelLoadError(RuntimeError):
@@ -28,21 +29,13 @@ class ModelEntry:
         return int(self.card["channels"])
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_entry(model_dir: Path, version: int | None = None) -> ModelEntry:
     versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
     if not versions:
         raise ModelLoadError(f"{model_dir}: no numbered version folder ({model_dir}/1/model.onnx)")
     chosen = version if version is not None else versions[-1]
     vdir = model_dir / str(chosen)
-    onnx_path, card_path = vdir / "model.onnx", vdir / "card.json"
+    onnx_path, card_path = vdir / MODEL_FILE, vdir / CARD_FILE
     for path in (onnx_path, card_path):
         if not path.exists():
             raise ModelLoadError(f"missing {path}")
@@ -54,7 +47,7 @@ def load_entry(model_dir: Path, version: int | None = None) -> ModelEntry:
     fp16 = card.get("fp16")
     fp16_path = None
     if isinstance(fp16, dict):
-        fp16_path = vdir / str(fp16.get("file", "model.fp16.onnx"))
+        fp16_path = vdir / str(fp16.get("file", FP16_MODEL_FILE))
         if not fp16_path.exists():
             raise ModelLoadError(f"missing {fp16_path} (listed in {card_path})")
         _check_sha256(fp16_path, fp16.get("sha256"), card_path)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from purifier.contract import INPUT_NAME, OUTPUT_NAME
 from service.errors import ServiceError
 
 HEADER = "inference-header-content-length"
@@ -50,7 +51,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferInput:
         raise _bad(f"inference header is not JSON: {err}") from err
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise _bad("inference request needs an 'inputs' list")
-    inputs = [i for i in header["inputs"] if isinstance(i, dict) and i.get("name") == "image"]
+    inputs = [i for i in header["inputs"] if isinstance(i, dict) and i.get("name") == INPUT_NAME]
     if len(inputs) != 1:
         raise _bad("inference request needs exactly one input named 'image'")
     spec = inputs[0]
@@ -142,7 +143,7 @@ def build_response(
     binary: bool,
 ) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of an inference response."""
-    output: dict[str, Any] = {"name": "purified", "datatype": datatype, "shape": shape}
+    output: dict[str, Any] = {"name": OUTPUT_NAME, "datatype": datatype, "shape": shape}
     if binary:
         payload = (
             join_bytes(blobs)

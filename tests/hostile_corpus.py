@@ -1,5 +1,5 @@
 """The hostile and odd inputs, generated here (nothing downloaded), each with the
-outcome the service documents for it (README, "Reliability").
+outcome the service documents for it (docs/reliability.md).
 
     python -m tests.hostile_corpus OUT_DIR    # writes every case as a file, for manual use
 """
@@ -250,7 +250,7 @@ def outcome(case: Case) -> str:
 
 
 def markdown_table() -> str:
-    """The README's table of documented outcomes (a test keeps them equal)."""
+    """docs/reliability.md's table of documented outcomes (a test keeps them equal)."""
     rows = ["| input | sent as | outcome |", "|---|---|---|"]
     for c in CASES:
         what = f" ({c.what})" if c.what else ""

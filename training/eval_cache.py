@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from service.registry import sha256_of
+from purifier.contract import sha256_of
 from training.config import load_config
 
 # Attack fields that choose where a row is shown or which cells run, not how it is crafted.

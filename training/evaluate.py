@@ -447,10 +447,27 @@ def evaluate_from_config(
     return result
 
 
-def format_cell(value: float | str | None) -> str:
+def format_cell(value: float | str | None, n: int | None = None) -> str:
+    """A rate in percent; with n, its 95% Wilson interval beside it."""
     if isinstance(value, str):
         return value
-    return "n/a" if value is None else f"{value:.1f}"
+    if value is None:
+        return "n/a"
+    if n is None:
+        return f"{value:.1f}"
+    low, high = wilson_interval(round(value * n / 100), n)
+    return f"{value:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The 95% Wilson score interval of a binomial rate, in percent (Wilson 1927): unlike
+    the normal approximation it stays inside [0, 100] and is honest near 0% and 100%."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
 
 
 def markdown_table(result: dict[str, Any]) -> str:
@@ -468,6 +485,10 @@ def markdown_table(result: dict[str, Any]) -> str:
             )
         if result.get("source"):
             what += f"; attacks crafted on {result['source']['arch']}"
+    # Photo tables are a few hundred crops: each rate carries its 95% Wilson interval.
+    n = None if result.get("labelled", True) else int(result["num_images"])
+    if n is not None:
+        what += f"; [95% Wilson interval], n = {n}"
     lines = [f"{what}; device: {result['device']}; `{result['command']}`.", ""]
     defenses = result["defenses"]
     for target, block in result["targets"].items():
@@ -477,7 +498,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         lines.append("| attack | budget | kind | " + " | ".join(defenses) + " |")
         lines.append("|---|---|---|" + "---|" * len(defenses))
         for row in block["rows"]:
-            cells = " | ".join(format_cell(row["error"][d]) for d in defenses)
+            cells = " | ".join(format_cell(row["error"][d], n) for d in defenses)
             lines.append(f"| {row['attack']} | {row['budget']} | {row['kind']} | {cells} |")
         lines.append("")
     return "\n".join(lines)

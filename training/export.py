@@ -18,13 +18,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.registry import sha256_of
+from purifier.contract import (
+    CARD_FILE,
+    INPUT_NAME,
+    MODEL_FILE,
+    OPSET,
+    OUTPUT_NAME,
+    TRITON_CONFIG_FILE,
+    sha256_of,
+)
 from training.config import load_config
 from training.data.registry import load_dataset
 from training.fp16 import add_fp16
 from training.models import build_model, load_weights
 
-OPSET = 17
 PARITY_TOLERANCE = 1e-4
 TRITON_MAX_BATCH = 64
 
@@ -45,9 +52,9 @@ def export_onnx(net: nn.Module, path: Path, channels: int, sample_hw: tuple[int,
             net.eval(),
             (dummy,),
             str(path),
-            input_names=["image"],
-            output_names=["purified"],
-            dynamic_axes={"image": axes, "purified": axes},
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -63,7 +70,7 @@ def check_parity(net: nn.Module, onnx_path: Path, inputs: list[torch.Tensor]) ->
     for x in inputs:
         with torch.no_grad():
             expected = net(x).numpy()
-        got = session.run(["purified"], {"image": x.numpy()})[0]
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
         if got.shape != expected.shape:
             raise ExportError(
                 f"ONNX output {got.shape} != torch {expected.shape} for {tuple(x.shape)}"
@@ -95,14 +102,14 @@ backend: "onnxruntime"
 max_batch_size: {max_batch}
 input [
   {{
-    name: "image"
+    name: "{INPUT_NAME}"
     data_type: TYPE_FP32
     dims: [ {channels}, -1, -1 ]
   }}
 ]
 output [
   {{
-    name: "purified"
+    name: "{OUTPUT_NAME}"
     data_type: TYPE_FP32
     dims: [ {channels}, -1, -1 ]
   }}
@@ -261,15 +268,15 @@ def export_from_config(
     net = load_weights(build_model(spec), config["weights"]).eval()
     model_dir = Path(output_root) / config["name"]
     version_dir = model_dir / str(version)
-    onnx_path = export_onnx(net, version_dir / "model.onnx", channels, (28, 28))
+    onnx_path = export_onnx(net, version_dir / MODEL_FILE, channels, (28, 28))
 
     inputs = parity_inputs(channels, real_images(config))
     parity = check_parity(net, onnx_path, inputs)
 
     result = json.loads(Path(evaluation).read_text()) if evaluation else None
     card = build_card(config, net, onnx_path, version, parity, result)
-    (version_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (model_dir / "config.pbtxt").write_text(triton_config(config["name"], channels))
+    (version_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    (model_dir / TRITON_CONFIG_FILE).write_text(triton_config(config["name"], channels))
     fp16 = add_fp16(version_dir, [x.numpy() for x in inputs])
     print(
         f"exported {onnx_path} (parity {parity:.1e}, {card['params']} params, "

@@ -23,9 +23,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from service.registry import sha256_of
+from purifier.contract import (
+    CARD_FILE,
+    FP16_MODEL_FILE,
+    INPUT_NAME,
+    MODEL_FILE,
+    OUTPUT_NAME,
+    sha256_of,
+)
 
-FP16_FILE = "model.fp16.onnx"
+FP16_FILE = FP16_MODEL_FILE
 FP16_TOLERANCE = 1 / 255  # one 8-bit level of the purified image
 
 
@@ -42,8 +49,8 @@ def fp16_parity(fp32_path: Path, fp16_path: Path, inputs: list[np.ndarray]) -> f
     half = ort.InferenceSession(str(fp16_path), providers=cpu)
     worst = 0.0
     for x in inputs:
-        expected = full.run(["purified"], {"image": x})[0]
-        got = half.run(["purified"], {"image": x})[0]
+        expected = full.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        got = half.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
         if got.dtype != np.float32 or got.shape != expected.shape:
             raise FP16ParityError(f"{fp16_path}: output {got.dtype} {got.shape} for {x.shape}")
         worst = max(worst, float(np.abs(got - expected).max()))
@@ -55,7 +62,7 @@ def add_fp16(version_dir: Path, inputs: list[np.ndarray]) -> dict[str, object]:
     (key `fp16`). Returns that record; raises FP16ParityError (and writes nothing)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    fp32_path, fp16_path = version_dir / "model.onnx", version_dir / FP16_FILE
+    fp32_path, fp16_path = version_dir / MODEL_FILE, version_dir / FP16_FILE
     half = convert_float_to_float16(onnx.load(fp32_path), keep_io_types=True)
     partial = version_dir / f"{FP16_FILE}.partial"
     onnx.save(half, partial)
@@ -74,7 +81,7 @@ def add_fp16(version_dir: Path, inputs: list[np.ndarray]) -> dict[str, object]:
         "sha256": sha256_of(fp16_path),
         "parity_max_abs_diff_vs_fp32": diff,
     }
-    card_path = version_dir / "card.json"
+    card_path = version_dir / CARD_FILE
     card = json.loads(card_path.read_text())
     card["fp16"] = record
     card_path.write_text(json.dumps(card, indent=2) + "\n")

@@ -2,7 +2,7 @@
 columns, built from one `purifier eval` result (table.json) - never typed by hand.
 
     python -m training.methods_table results/fmnist_methods/table.json \
-        --cards exported_models/fmnist-*/1/card.json --readme README.md
+        --cards exported_models/fmnist-*/1/card.json --readme docs/methods.md
 
 The eval config's `methods_table` names the white-box target, the cross-model target and
 the robust classifiers (targets trained with adversarial training, measured undefended):

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from purifier.contract import INPUT_NAME, OUTPUT_NAME
 from service.errors import error_response
 from service.state import ServiceState
 
@@ -47,8 +48,8 @@ def model_metadata(state: ServiceState, name: str) -> dict[str, Any]:
         "name": runtime.entry.name,
         "versions": [str(runtime.entry.version)],
         "platform": "onnxruntime_onnx",
-        "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, c, -1, -1]}],
-        "outputs": [{"name": "purified", "datatype": "FP32", "shape": [-1, c, -1, -1]}],
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, c, -1, -1]}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, c, -1, -1]}],
     }
 
 

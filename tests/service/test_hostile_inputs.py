@@ -30,7 +30,7 @@ def test_documented_outcome(server, case: Case):
 
 
 def test_readme_documents_every_outcome():
-    assert markdown_table() in (REPO / "README.md").read_text()
+    assert markdown_table() in (REPO / "docs" / "reliability.md").read_text()
 
 
 def test_still_serving_after_the_corpus(server):

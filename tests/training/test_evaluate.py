@@ -280,3 +280,14 @@ def test_attack_overrides_must_name_known_attacks_and_surrogates():
     heads = {"pgd": {"surrogate": "cas_heads"}}
     assert target_parts({"config": "lenet.yaml", "attack_overrides": heads})[3] == heads
     assert target_parts("lenet.yaml")[3] == {}
+
+
+def test_wilson_interval_matches_the_formula_and_stays_in_range():
+    from training.evaluate import format_cell, wilson_interval
+
+    low, high = wilson_interval(32, 256)  # 12.5%: a textbook value, 8.995-17.114%
+    assert abs(low - 8.995) < 1e-3 and abs(high - 17.114) < 1e-3
+    assert wilson_interval(0, 256)[0] == 0.0 and 1.4 < wilson_interval(0, 256)[1] < 1.5
+    assert wilson_interval(256, 256)[1] == 100.0
+    assert format_cell(12.5, 256) == "12.5 [9.0, 17.1]" and format_cell(12.5) == "12.5"
+    assert format_cell(None, 256) == "n/a"

@@ -14,8 +14,6 @@ from tests.conftest import REPO, write_yaml
 from training.export import ExportError, check_parity, export_from_config, export_onnx
 from training.models import build_model
 
-CONTRACT_CHECK = REPO.parent / "shared" / "checks" / "model_contract.py"
-
 
 @pytest.fixture
 def exported(nrp_config, tiny_models, tmp_path) -> Path:
@@ -80,12 +78,30 @@ def test_exported_model_has_dynamic_batch_height_width(exported):
     assert y.shape == (5, 1, 33, 71) and y.min() >= 0 and y.max() <= 1
 
 
-@pytest.mark.skipif(not CONTRACT_CHECK.exists(), reason=f"{CONTRACT_CHECK} not beside the repo")
-def test_export_holds_the_shared_model_contract(exported):
+def test_export_holds_the_model_contract(exported):
     run = subprocess.run(
-        [sys.executable, str(CONTRACT_CHECK), str(exported.parent)], capture_output=True, text=True
+        [sys.executable, "-m", "purifier.contract_check", str(exported.parent)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_contract_check_finds_a_broken_folder(exported, tmp_path):
+    import shutil
+
+    from purifier.contract_check import findings
+
+    broken = tmp_path / exported.parent.name
+    shutil.copytree(exported.parent, broken)
+    card = json.loads((broken / "1" / "card.json").read_text())
+    del card["evaluation"]
+    card["sha256"] = "0" * 64  # not the model's
+    (broken / "1" / "card.json").write_text(json.dumps(card))
+    found = findings(broken)
+    assert any("lacks 'evaluation'" in f for f in found)
+    assert any("sha256" in f for f in found)
 
 
 def test_parity_check_fails_loudly_on_a_mismatch(tmp_path):

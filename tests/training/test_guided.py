@@ -152,7 +152,7 @@ def tiny_guided_config(tmp_path: Path) -> dict:
         "attacks": [{"name": "FGSM 16/255", "kind": "fgsm", "eps": 0.0627}],
     }
     config["train"] = {
-        **config["train"],
+        **{k: v for k, v in config["train"].items() if k != "init_weights"},
         "epochs": 1,
         "batch_size": 4,
         "checkpoint_every": 1,
@@ -194,14 +194,25 @@ def test_training_keeps_a_curve_from_step_zero_resumes_and_selects(tmp_path):
     again = torch.load(out / "last.pt")
     assert any(not torch.equal(last[k], again[k]) for k in last)
 
+    # A short trial of a recipe on the cached bank and validation set.
+    from training.guided_trial import trial
+
+    result = trial(config, 2, banks()[0], val_images=4)
+    assert result["steps"] == 2 and 0.0 <= result["clean_agreement"] <= 1.0
+    assert len(result["adv_pixel"]) == 2 and "attack0_left" in result
+
 
 def test_one_step_lowers_the_loss_on_its_batch(mobilenet):
     from training.methods.guided import GuidedTrainer
 
     config = tiny_guided_config(Path("/nonexistent"))
-    config["train"]["lr"] = 1e-3
+    config["train"]["lr"] = 1e-4
+    config["view"] = {"min_scale": 1.0, "max_scale": 1.0, "flip": False}  # one view: comparable
     torch.manual_seed(0)
     trainer = GuidedTrainer(config, torch.device("cpu"))
+    # Off the identity first: there every clean L1 term sits at its kink, where the
+    # gradient (0) does not see that any move raises it.
+    torch.nn.init.normal_(trainer.purifier.out.weight, std=0.05)
     clean = torch.rand(4, 3, 32, 32)
     adv = to_uint8((clean + 0.06 * torch.randn_like(clean)).clamp(0, 1))
     clean = to_uint8(clean)
@@ -215,6 +226,20 @@ def test_one_step_lowers_the_loss_on_its_batch(mobilenet):
             ].item()
 
     before = loss()
-    for _ in range(3):
-        trainer.step(clean, adv)
+    trainer.step(clean, adv)
     assert loss() < before
+
+
+def test_patches_cut_the_same_window_from_both_sides():
+    from training.methods.guided import GuidedTrainer
+
+    config = tiny_guided_config(Path("/nonexistent"))
+    config["train"]["patch"] = 16
+    trainer = GuidedTrainer(config, torch.device("cpu"))
+    clean = torch.rand(4, 3, 32, 32)
+    adv = clean + 1.0  # a constant offset: the same window keeps it exactly
+    a, b = trainer.patches(clean, adv)
+    assert a.shape == b.shape == (4, 3, 16, 16)
+    assert torch.allclose(b - a, torch.ones_like(a))
+    windows = {tuple(trainer.patches(clean, adv)[0][0, 0, 0, :2].tolist()) for _ in range(8)}
+    assert len(windows) > 1  # drawn anew each step

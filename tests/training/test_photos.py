@@ -18,8 +18,8 @@ def test_every_curated_photo_is_present_and_the_split_is_by_group():
     groups = {s: {p.group for p in v} for s, v in splits.items()}
     assert not groups["train"] & groups["test"] and not groups["val"] & groups["test"]
     assert not groups["train"] & groups["val"]
-    # Every source with five or more scenes is in the reported split.
-    big = {s for s, (_, _, g) in photo_data.SOURCES.items() if len(g) >= 5}
+    # Every source with eight or more scenes is in the reported split.
+    big = {s for s, (_, _, g) in photo_data.SOURCES.items() if len(g) >= 8}
     assert big <= {p.source for p in splits["test"]}
 
 

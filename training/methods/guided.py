@@ -44,9 +44,10 @@ from training.attacks.bank import (
 from training.attacks.library import build_attack
 from training.confidence import confidence
 from training.data.photos import PhotoCrops
+from training.data.registry import load_dataset
 from training.distributed import Distributed
 from training.loop import Checkpoint, fit, start_run
-from training.models import build_feature_extractor, build_model
+from training.models import build_feature_extractor, build_model, load_weights
 from training.models.targets import FeatureTaps
 
 
@@ -85,7 +86,7 @@ class GuidedObjective:
 
     def draw_view(self, n: int, size: int, gen: torch.Generator) -> tuple[int, torch.Tensor]:
         u = torch.rand((), generator=gen).item()
-        side = max(32, round(size * (self.min_scale + u * (self.max_scale - self.min_scale))))
+        side = max(8, round(size * (self.min_scale + u * (self.max_scale - self.min_scale))))
         flip = torch.rand(n, generator=gen) < 0.5 if self.flip else torch.zeros(n, dtype=bool)
         return side, flip
 
@@ -120,12 +121,20 @@ class GuidedObjective:
         return out
 
 
+def load_guide(spec: dict[str, Any], device: torch.device) -> nn.Module:
+    """The guide (and attack source): a pretrained arch spec, or an arch with `weights`."""
+    model = build_model(spec["model"])
+    if "weights" in spec:
+        model = load_weights(model, spec["weights"])
+    return model.to(device).eval().requires_grad_(False)
+
+
 class GuidedTrainer:
     """One Adam step of the purifier per batch of (clean, adversarial) bank pairs; the
     guide is fixed. Holds its own RNG (views) so that a resumed run continues it."""
 
     def __init__(self, config: dict[str, Any], device: torch.device) -> None:
-        guide_model = build_model(config["guide"]["model"]).to(device)
+        guide_model = load_guide(config["guide"], device)
         tc = config["train"]
         if tc.get("channels_last", False):
             guide_model.to(memory_format=torch.channels_last)  # oneDNN NHWC: faster on CPU
@@ -141,6 +150,7 @@ class GuidedTrainer:
         # this CPU (MobileNetV2's depthwise convolutions gain nothing and stay float32).
         self.autocast = bool(tc.get("bf16_purifier", False))
         self.gen = torch.Generator().manual_seed(int(config.get("seed", 0)))
+        self.patch = int(tc["patch"]) if tc.get("patch") else None
         self.agreement_floor = float(tc.get("agreement_floor", 97.0))
         self.best_path = Path(tc["best_weights"]) if tc.get("best_weights") else None
         self.best_score = float("inf")
@@ -160,7 +170,7 @@ class GuidedTrainer:
 
     def step(self, clean_u8: torch.Tensor, adv_u8: torch.Tensor) -> dict[str, float]:
         self.purifier.train()
-        clean, adv = to_float(clean_u8), to_float(adv_u8)
+        clean, adv = self.patches(to_float(clean_u8), to_float(adv_u8))
         purified = self.purify(torch.cat([adv, clean]))
         losses = self.objective(clean, purified[: len(clean)], purified[len(clean) :], self.gen)
         self.opt.zero_grad(set_to_none=True)
@@ -187,7 +197,7 @@ class GuidedTrainer:
             "val_clean_change": (purified - x).abs().mean().item(),
             "val_clean_psnr": psnr(purified, x),
         }
-        fooling = []
+        fooling, left = [], []
         for i, adv in enumerate(adversaries):
             cleaned = torch.cat([self.purifier(adv[j : j + 32]) for j in range(0, len(adv), 32)])
             rate = 100.0 * (top1(guide, cleaned, 32) != reference).float().mean().item()
@@ -195,18 +205,37 @@ class GuidedTrainer:
             out[f"val_attack{i}_undefended"] = (
                 100.0 * (top1(guide, adv, 32) != reference).float().mean().item()
             )
+            # How much of the perturbation is left: |P(x*) - x| / |x* - x| (1 = none removed)
+            out[f"val_attack{i}_left"] = (
+                (cleaned - x).abs().mean() / (adv - x).abs().mean()
+            ).item()
             fooling.append(rate)
+            left.append(out[f"val_attack{i}_left"])
         out["val_mean_fooling"] = sum(fooling) / max(len(fooling), 1)
+        out["val_mean_left"] = sum(left) / max(len(left), 1)
         self._keep_if_best(out)
         return out
 
+    def patches(self, clean: torch.Tensor, adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """With train.patch, one random patch of that side per pair (the same place in
+        both): a step costs (patch / crop)^2 as much, and each bank pair gives many."""
+        if self.patch is None or self.patch >= clean.shape[-1]:
+            return clean, adv
+        h, w = clean.shape[-2:]
+        top = int(torch.randint(0, h - self.patch + 1, (), generator=self.gen))
+        left = int(torch.randint(0, w - self.patch + 1, (), generator=self.gen))
+        window = (..., slice(top, top + self.patch), slice(left, left + self.patch))
+        return clean[window], adv[window]
+
     def _keep_if_best(self, scores: dict[str, float]) -> None:
-        """Selection on `val`: the lowest mean fooling at or above the agreement floor."""
+        """Selection on `val`: the lowest mean fooling at or above the agreement floor, ties
+        broken by the least perturbation left (fooling moves in steps of 1/n)."""
         if self.best_path is None or scores["val_clean_agreement"] < self.agreement_floor:
             return
-        if scores["val_mean_fooling"] >= self.best_score:
+        score = scores["val_mean_fooling"] + scores["val_mean_left"] / 100
+        if score >= self.best_score:
             return
-        self.best_score = scores["val_mean_fooling"]
+        self.best_score = score
         self.best_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(self.purifier.state_dict(), self.best_path)
         self.best_path.with_suffix(".json").write_text(json.dumps(scores, indent=2))
@@ -240,24 +269,56 @@ def bank_seed(config: dict[str, Any], resume: bool = True) -> int:
     return int(hashlib.sha1(key).hexdigest()[:8], 16)
 
 
-def build_bank(
-    config: dict[str, Any], device: torch.device, resume: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clean, adversarial) uint8 crops of the training photos, crafted on the guide."""
-    bc, data = config["bank"], config["data"]
-    seed = bank_seed(config, resume)
-    source = build_model(config["guide"]["model"]).to(device)
-    features = build_feature_extractor(config["bank"]["ssp_features"]).to(device)
-
-    def make() -> dict[str, Any]:
+def training_images(config: dict[str, Any], count: int, seed: int) -> torch.Tensor:
+    """`count` clean training images, drawn with the seed: new random crops of the
+    training photos, or a random subset of a tensor dataset's training split less its
+    last `validation.images`, which validation holds out."""
+    data = config["data"]
+    if data.get("dataset") == "photos":
         crops = PhotoCrops(
             "train",
-            count=int(bc["size"]),
+            count=count,
             size=int(data.get("crop", 128)),
             min_scale=float(data.get("min_scale", 0.1)),
             seed=seed,
         )
-        clean = to_uint8(crops.tensor())
+        return crops.tensor()
+    images, _ = load_dataset(data, "train")
+    usable = len(images) - int(config["validation"]["images"])
+    order = torch.randperm(usable, generator=torch.Generator().manual_seed(seed))
+    return images[order[:count]]
+
+
+def validation_images(config: dict[str, Any], guide: nn.Module) -> torch.Tensor:
+    """Held-out clean images the guide is sure of: crops of the `val` photos, or the last
+    `validation.images` of a tensor dataset's training split (its test split is the one
+    reported)."""
+    vc, data = config["validation"], config["data"]
+    if data.get("dataset") == "photos":
+        images = PhotoCrops(
+            "val",
+            count=int(vc.get("candidates", 4 * vc["images"])),
+            size=int(vc.get("crop", 224)),
+            min_scale=float(vc.get("min_scale", 0.3)),
+            seed=int(config.get("seed", 0)) + 2,
+        ).tensor()
+    else:
+        images = load_dataset(data, "train")[0][-int(vc["images"]) :]
+    keep = confidence(guide, images, 32) >= float(vc.get("min_confidence", 0.0))
+    return images[keep][: int(vc["images"])]
+
+
+def build_bank(
+    config: dict[str, Any], device: torch.device, resume: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, adversarial) uint8 training images, the adversaries crafted on the guide."""
+    bc = config["bank"]
+    seed = bank_seed(config, resume)
+    source = load_guide(config["guide"], device)
+    features = build_feature_extractor(config["bank"]["ssp_features"]).to(device)
+
+    def make() -> dict[str, Any]:
+        clean = to_uint8(training_images(config, int(bc["size"]), seed))
         made = craft_bank(
             clean,
             source,
@@ -274,15 +335,20 @@ def build_bank(
     return bank["clean"], bank["adv"]
 
 
+def validation_cache_path(config: dict[str, Any]) -> Path:
+    """Where the validation set made by these settings is cached."""
+    key = json.dumps([config["validation"], config["guide"], config.get("seed", 0)], sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return Path(config["bank"].get("dir", "runs/banks")) / f"validation_{digest}.pt"
+
+
 def build_validation(
     config: dict[str, Any], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Confident val crops (MobileNetV2 top-1 >= min_confidence) and, per validation
     attack, their adversaries crafted on MobileNetV2: [attacks, n, C, H, W]. Crafted once
     (minutes on the CPU) and cached by the settings that make them."""
-    key = json.dumps([config["validation"], config["guide"], config.get("seed", 0)], sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    path = Path(config["bank"].get("dir", "runs/banks")) / f"validation_{digest}.pt"
+    path = validation_cache_path(config)
 
     def make() -> dict[str, torch.Tensor]:
         x, adv = _craft_validation(config, device)
@@ -296,16 +362,8 @@ def _craft_validation(
     config: dict[str, Any], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     vc = config["validation"]
-    guide = build_model(config["guide"]["model"]).to(device)
-    crops = PhotoCrops(
-        "val",
-        count=int(vc.get("candidates", 4 * vc["images"])),
-        size=int(vc.get("crop", 224)),
-        min_scale=float(vc.get("min_scale", 0.3)),
-        seed=int(config.get("seed", 0)) + 2,
-    ).tensor()
-    keep = confidence(guide, crops, 32) >= float(vc.get("min_confidence", 0.5))
-    x = to_float(to_uint8(crops[keep][: int(vc["images"])]))
+    guide = load_guide(config["guide"], device)
+    x = to_float(to_uint8(validation_images(config, guide).to(device)))
     features = build_feature_extractor(config["bank"]["ssp_features"]).to(device)
     y = top1(guide, x, 32)
     torch.manual_seed(int(config.get("seed", 0)))

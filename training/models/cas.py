@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.models.targets import require_layers
+
 
 class CAS(nn.Module):
     def __init__(self, channels: int, num_classes: int) -> None:
@@ -60,10 +62,7 @@ class CASClassifier(nn.Module):
 
     def __init__(self, base: nn.Module, after: list[str], num_classes: int) -> None:
         super().__init__()
-        names = [name for name, _ in base.features.named_children()]
-        unknown = [name for name in after if name not in names]
-        if unknown:
-            raise ValueError(f"CAS after unknown layers {unknown}; choose from {names}")
+        require_layers(base, after, "CAS after unknown layers")
         self.base = base
         channels = self._channels(base, after)
         self.cas = nn.ModuleDict({name: CAS(channels[name], num_classes) for name in after})

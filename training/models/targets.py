@@ -109,14 +109,21 @@ def vgg_small(in_channels: int = 1, num_classes: int = 10, width: int = 32) -> F
     return FeatureClassifier(Normalize(FMNIST_MEAN, FMNIST_STD), nn.Sequential(layers), head)
 
 
+def require_layers(model: nn.Module, layers: list[str], what: str = "layers") -> None:
+    """Fail, naming the choices, unless every one of `layers` is a child of
+    model.features (FeatureExtractor, FeatureTaps and CAS cut or tap there)."""
+    names = [name for name, _ in model.features.named_children()]
+    unknown = [layer for layer in layers if layer not in names]
+    if unknown:
+        raise ValueError(f"{what} {unknown} not in features; choose from {names}")
+
+
 class FeatureExtractor(nn.Module):
     """A frozen network cut after one named layer of its `features` (NRP's F_psi|_n)."""
 
     def __init__(self, model: FeatureClassifier, layer: str) -> None:
         super().__init__()
-        names = [name for name, _ in model.features.named_children()]
-        if layer not in names:
-            raise ValueError(f"layer {layer!r} not in features; choose one of {names}")
+        require_layers(model, [layer], "layer")
         kept = OrderedDict()
         for name, module in model.features.named_children():
             kept[name] = module
@@ -143,10 +150,7 @@ class FeatureTaps(nn.Module):
 
     def __init__(self, model: FeatureClassifier, layers: list[str]) -> None:
         super().__init__()
-        names = [name for name, _ in model.features.named_children()]
-        unknown = [layer for layer in layers if layer not in names]
-        if unknown:
-            raise ValueError(f"layers {unknown} not in features; choose from {names}")
+        require_layers(model, layers)
         self.model = model
         self.layers = list(layers)
         self.requires_grad_(False)

@@ -1,0 +1,99 @@
+"""`python -m purifier.contract_check exported_models/NAME [VERSION]`: check an exported
+model folder against the model contract (purifier.contract; the team's copy of this
+check is ../shared/checks/model_contract.py, which it follows finding for finding).
+
+Needs numpy and onnxruntime. Prints each finding; exits 1 when the folder breaks the
+contract, 0 when it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from purifier.contract import (
+    CARD_FILE,
+    INPUT_NAME,
+    MODEL_FILE,
+    OUTPUT_NAME,
+    REQUIRED_CARD_FIELDS,
+    TRITON_CONFIG_FILE,
+    sha256_of,
+)
+
+
+def findings(folder: Path, version: str | None = None) -> list[str]:
+    """Every way the folder breaks the contract (empty: it holds)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    versions = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    if not versions:
+        return [f"{folder}: no numbered version folder (Triton layout: {folder}/1/{MODEL_FILE})"]
+    vdir = folder / version if version else versions[-1]
+    onnx_path, card_path = vdir / MODEL_FILE, vdir / CARD_FILE
+    missing = [
+        f"missing {p}"
+        for p in (onnx_path, card_path, folder / TRITON_CONFIG_FILE)
+        if not p.exists()
+    ]
+    if missing:
+        return missing
+    problems: list[str] = []
+    card = json.loads(card_path.read_text())
+    problems += [f"card.json lacks '{k}'" for k in REQUIRED_CARD_FIELDS if k not in card]
+    digest = sha256_of(onnx_path)
+    if card.get("sha256") != digest:
+        problems.append(f"card sha256 {card.get('sha256')} != {MODEL_FILE} {digest}")
+    pbtxt = (folder / TRITON_CONFIG_FILE).read_text()
+    for needle in (f'name: "{folder.name}"', "onnxruntime", "max_batch_size", "dynamic_batching"):
+        if needle not in pbtxt:
+            problems.append(f"{TRITON_CONFIG_FILE} lacks {needle!r}")
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+        problems.append(
+            f"inputs {[i.name for i in inputs]} / outputs {[o.name for o in outputs]}: "
+            f"want [{INPUT_NAME!r}] / [{OUTPUT_NAME!r}]"
+        )
+        return problems
+    shape = inputs[0].shape
+    if len(shape) != 4 or any(isinstance(d, int) for d in (shape[0], shape[2], shape[3])):
+        problems.append(f"input shape {shape}: want [N, C, H, W] with N, H, W dynamic")
+    if inputs[0].type != "tensor(float)":
+        problems.append(f"input type {inputs[0].type}: want tensor(float)")
+    channels = shape[1] if isinstance(shape[1], int) else card.get("channels", 3)
+    if card.get("channels") not in (None, channels):
+        problems.append(f"card channels {card.get('channels')} != model {channels}")
+    multiple = int(card.get("size_multiple", 1))
+    rng = np.random.default_rng(0)
+    for n, h, w in ((1, 32 * multiple, 48 * multiple), (3, 40 * multiple, 40 * multiple)):
+        x = rng.random((n, channels, h, w), dtype=np.float32)
+        y = session.run(None, {INPUT_NAME: x})[0]
+        if y.shape != x.shape:
+            problems.append(f"output shape {y.shape} for input {x.shape}")
+        elif y.min() < 0 or y.max() > 1 or not np.isfinite(y).all():
+            problems.append(f"output outside [0, 1] or not finite: [{y.min():.3f}, {y.max():.3f}]")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print(__doc__)
+        return 2
+    folder = Path(args[0])
+    problems = findings(folder, args[1] if len(args) > 1 else None)
+    for problem in problems:
+        print(problem)
+    verdict = "breaks" if problems else "holds"
+    print(f"{folder}: {verdict} the model contract ({len(problems)} findings)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
