@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     models: list[str] | None = Field(None, description="load only these (default: all)")
 
     # onnxruntime
-    providers: list[Literal["tensorrt", "cuda", "cpu"]] = ["cuda", "cpu"]
+    providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
+        ["cuda", "cpu"], description="onnxruntime execution providers, first choice first"
+    )
     require_gpu: bool = Field(False, description="fail start-up if CUDA is not the provider used")
     instances: int = Field(
         1,
@@ -38,7 +40,7 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0, ge=0, description="threads per instance; 0 = the usable cores divided among instances"
     )
-    inter_op_threads: int = Field(1, ge=0)
+    inter_op_threads: int = Field(1, ge=0, description="onnxruntime threads between graph nodes")
     allow_spinning: bool = Field(
         False,
         description="onnxruntime worker threads busy-wait between runs (steals CPU "
@@ -61,10 +63,12 @@ class Settings(BaseSettings):
         "the throughput on large batches",
     )
     gpu_mem_limit_mb: int = Field(0, ge=0, description="0 = no limit")
-    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "HEURISTIC", description="cuDNN's convolution algorithm search (CUDA provider)"
+    )
 
     # Batching
-    max_batch_size: int = Field(16, ge=1)
+    max_batch_size: int = Field(16, ge=1, description="images per batch, at most")
     max_queue_delay_ms: float = Field(
         4.0,
         ge=0,
@@ -77,17 +81,25 @@ class Settings(BaseSettings):
         description="refuse (503) a request that would wait longer than this behind the "
         "measured work already queued; an idle model takes any request",
     )
-    request_timeout_s: float = Field(30.0, gt=0)
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="a request not answered by then gets 504 (its deadline)"
+    )
 
     # Images
-    max_body_bytes: int = Field(25 * 1024 * 1024, ge=1)
-    max_pixels: int = Field(40_000_000, ge=1)
+    max_body_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, description="a larger request body gets 413"
+    )
+    max_pixels: int = Field(
+        40_000_000, ge=1, description="an image with more pixels gets 413 (from its header)"
+    )
     tile_size: int | None = Field(None, ge=16, description="default: the card's recommended_tile")
-    tile_overlap: int = Field(16, ge=0)
+    tile_overlap: int = Field(16, ge=0, description="pixels shared by neighbouring tiles")
     bucket_multiple: int = Field(32, ge=1, description="pad H, W up to a multiple of this")
-    warmup_sizes: list[int] = [224]
+    warmup_sizes: list[int] = Field(
+        [224], description="square image sides run once per model before readiness"
+    )
     codec_threads: int = Field(4, ge=1, description="decode/encode worker threads")
-    jpeg_quality: int = Field(95, ge=1, le=100)
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG/WebP answers without ?quality=")
 
     # HTTP and security
     api_key: SecretStr | None = Field(
@@ -112,5 +124,5 @@ class Settings(BaseSettings):
     shutdown_drain_s: float = Field(
         0.0, ge=0, description="after SIGTERM, answer not-ready this long before stopping"
     )
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8080, description="port to listen on")
