@@ -27,16 +27,17 @@ def markdown(rows: list[dict[str, float]], names: list[str] | None = None) -> st
     titles = []
     for key in keys:
         title = key.removeprefix("val_")
-        if names and title.startswith("attack") and title.endswith("_fooling"):
-            index = int(title.removeprefix("attack").removesuffix("_fooling"))
-            title = f"{names[index]} fooling" if index < len(names) else title
+        if names and title.startswith("attack"):
+            index_text, _, what = title.removeprefix("attack").partition("_")
+            if index_text.isdigit() and int(index_text) < len(names):
+                title = f"{names[int(index_text)]} {what}"
         titles.append(title.replace("_", " "))
     lines = [
         "| step | " + " | ".join(titles) + " |",
         "|---|" + "---|" * len(titles),
     ]
     for row in rows:
-        cells = [f"{row[k]:.2f}" if k in row else "" for k in keys]
+        cells = [f"{row[k]:.4g}" if k in row else "" for k in keys]
         lines.append(f"| {int(row.get('step', 0))} | " + " | ".join(cells) + " |")
     undefended = [k for k in rows[0] if k.endswith("_undefended")]
     if undefended:
@@ -60,7 +61,9 @@ def plot(rows: list[dict[str, float]], path: Path, names: list[str] | None = Non
     import matplotlib.pyplot as plt
 
     steps = [row.get("step", 0) for row in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    left_keys = sorted(k for k in rows[0] if k.startswith("val_attack") and k.endswith("_left"))
+    fig, axes = plt.subplots(1, 2 if left_keys else 1, figsize=(11 if left_keys else 7, 4))
+    ax = axes[0] if left_keys else axes
     ax.plot(steps, [row["val_clean_agreement"] for row in rows], "k-o", label="clean agreement")
     attacks = sorted(k for k in rows[0] if k.startswith("val_attack") and k.endswith("_fooling"))
     for i, key in enumerate(attacks):
@@ -71,6 +74,15 @@ def plot(rows: list[dict[str, float]], path: Path, names: list[str] | None = Non
     ax.set_ylim(0, 101)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    if left_keys:  # the share of each perturbation the purifier leaves (1 = none removed)
+        right = axes[1]
+        for i, key in enumerate(left_keys):
+            label = names[i] if names and i < len(names) else key
+            right.plot(steps, [row[key] for row in rows], "-o", label=label)
+        right.set_xlabel("training step")
+        right.set_ylabel("|P(x*) - x| / |x* - x|")
+        right.grid(alpha=0.3)
+        right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -15,6 +15,6 @@ def test_the_curve_is_rendered_with_attack_names(tmp_path):
     main([str(tmp_path), "--config", str(config)])
     table = (tmp_path / "curve.md").read_text()
     assert "| step | clean agreement | PGD-10 16/255 fooling | mean fooling |" in table
-    assert "| 256 | 98.50 | 61.25 | 61.25 |" in table
+    assert "| 256 | 98.5 | 61.25 | 61.25 |" in table
     assert "Without the purifier: PGD-10 16/255 100.0% fooling." in table
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
