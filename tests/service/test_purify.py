@@ -223,3 +223,36 @@ def test_every_exported_model_is_served_by_name(start_server):
         assert decode_response(response).size == img.size
         assert model in cards
     every.stop()
+
+
+@pytest.fixture(scope="module")
+def rgb_server(start_server):
+    """The same service with a three-channel model: the natural-image default."""
+    return start_server(PURIFIER_MODELS='["photo-guided"]', PURIFIER_MAX_BATCH_SIZE="4")
+
+
+def _modes() -> list[tuple[str, Image.Image, str]]:
+    rgb = _rgb()
+    grey16 = Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257)
+    return [
+        ("L", rgb.convert("L"), "PNG"),
+        ("LA", rgb.convert("LA"), "PNG"),
+        ("P", rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16), "PNG"),
+        ("I;16", grey16, "PNG"),
+        ("RGB", rgb, "PNG"),
+        ("RGBA", rgb.convert("RGBA"), "PNG"),
+        ("CMYK", rgb.convert("CMYK"), "JPEG"),
+    ]
+
+
+@pytest.mark.parametrize(("mode", "img", "fmt"), _modes(), ids=[m[0] for m in _modes()])
+def test_every_mode_round_trips_through_a_three_channel_model(rgb_server, mode, img, fmt):
+    """A grey PNG served by an RGB model came back as RGB: each mode must come back as
+    itself, at its size, whichever kind of model purifies it."""
+    content_type = {"PNG": "image/png", "JPEG": "image/jpeg"}[fmt]
+    response = post_image(rgb_server.url, encode_image(img, fmt), content_type)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-purifier-model"] == "photo-guided"
+    out = decode_response(response)
+    expected = {"I;16": ("I;16", "I")}.get(mode, (mode,))
+    assert out.mode in expected and out.size == img.size
