@@ -47,6 +47,7 @@ from training.data.photos import PhotoCrops
 from training.data.registry import load_dataset
 from training.distributed import Distributed
 from training.loop import Checkpoint, fit, start_run
+from training.methods.nrp import psnr
 from training.models import build_feature_extractor, build_model, load_weights
 from training.models.targets import FeatureTaps
 
@@ -253,11 +254,6 @@ class GuidedTrainer:
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
         self.best_score = float(state.get("best_score", float("inf")))
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = F.mse_loss(a, b).clamp_min(1e-12)
-    return (10 * torch.log10(1.0 / mse)).item()
 
 
 def bank_seed(config: dict[str, Any], resume: bool = True) -> int:
