@@ -82,6 +82,7 @@ bench: $(VENV)/.train-installed data
 	$(PY) -m benchmarks.model_latency
 	$(PY) -m benchmarks.serve_bench
 	$(PY) -m benchmarks.overload_bench --size 224 --factor 5 --duration 60 --recovery 20
+	$(PY) -m benchmarks.startup_bench --burst 200
 	$(PY) -m benchmarks.soak_bench --duration 600
 
 # Fuzzing at full size (CI runs the same tests smaller): >= 10,000 schema-driven requests

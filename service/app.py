@@ -24,8 +24,13 @@ from service.registry import ModelEntry, ModelLoadError, scan
 from service.routes import health, purify, v2
 from service.routes.purify import PURIFY_HEADERS, PURIFY_OPERATION
 from service.state import ModelRuntime, ServiceState
+from service.warmup import serve, warm_the_rest, warm_up
 
 log = logging.getLogger("purifier")
+
+# Tile overlap for a card that does not record its model's receptive field: wider than
+# any exported model's measured 2 x (radius + margin) (training.receptive_field).
+DEFAULT_TILE_OVERLAP = 48
 
 
 def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> ModelRuntime:
@@ -48,12 +53,16 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
         settings.max_queue_size,
         observer=observe,
         max_queue_wait_s=settings.max_queue_wait_s,
+        headroom=settings.admission_headroom,
         instances=engine.instances,
         expecting=lambda: state.arriving > 0,
     )
     card = entry.card
     tile = settings.tile_size or int(card.get("recommended_tile", 256))
     multiple = max(settings.bucket_multiple, int(card.get("size_multiple", 1)))
+    overlap = settings.tile_overlap
+    if overlap is None:
+        overlap = int(card.get("tile_overlap", DEFAULT_TILE_OVERLAP))
     metrics.model_info.labels(name).info(
         {
             "version": str(entry.version),
@@ -62,7 +71,9 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
             "method": str(card.get("method")),
         }
     )
-    return ModelRuntime(entry, engine, batcher, tile, int(card.get("min_size", 1)), multiple)
+    return ModelRuntime(
+        entry, engine, batcher, tile, int(card.get("min_size", 1)), multiple, overlap
+    )
 
 
 def default_model_name(configured: str | None, loaded: list[str]) -> str:
@@ -94,23 +105,6 @@ def _load_models(state: ServiceState) -> None:
             f"default model {state.default_model!r} is not loaded: "
             f"{failures.get(state.default_model, 'no such model')}"
         )
-
-
-def _warm_shapes(runtime: ModelRuntime, settings: Settings) -> list[tuple[int, int, int, int]]:
-    """The tile bucket at batch 1 and at the largest batch, and each configured size."""
-    from service.imaging import plan_tiles
-
-    c = runtime.engine.channels
-    shapes = {
-        (1, c, runtime.tile, runtime.tile),
-        (settings.max_batch_size, c, runtime.tile, runtime.tile),
-    }
-    for size in settings.warmup_sizes:
-        plan = plan_tiles(
-            size, size, runtime.tile, settings.tile_overlap, runtime.multiple, runtime.min_size
-        )
-        shapes.add((1, c, plan.tile_h, plan.tile_w))
-    return sorted(shapes)
 
 
 def _drain_on_sigterm(state: ServiceState) -> None:
@@ -145,19 +139,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.purifier = state
         _load_models(state)
-        for runtime in state.models.values():
-            seconds = runtime.engine.warm_up(_warm_shapes(runtime, settings))
-            runtime.batcher.start()
-            runtime.ready = True
-            log.info("model %s warmed up in %.2f s", runtime.entry.name, seconds)
-        state.ready = True
+        default = state.models[state.default_model]
+        serve(default, warm_up(default, settings))
+        state.ready = True  # the default model serves; the others follow, one at a time
+        rest = [m for m in state.models.values() if m is not default]
+        warming = asyncio.get_running_loop().create_task(warm_the_rest(rest, settings))
         _drain_on_sigterm(state)
         try:
             yield
         finally:
             state.draining = True
+            warming.cancel()
             for runtime in state.models.values():
-                await runtime.batcher.stop()
+                if runtime.ready:
+                    await runtime.batcher.stop()
             state.codec_pool.shutdown(wait=False)
 
     app = FastAPI(

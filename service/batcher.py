@@ -14,13 +14,18 @@ on its way: `expecting()` (the service counts requests admitted but not yet queu
 whether any is. When every request the service holds is already queued, waiting cannot
 grow the batch, so it runs at once: a lone request skips the delay (Triton waits it out).
 
-Admission also bounds the queue in time, not only in count: the batcher keeps a moving
-average of the seconds one image of each shape costs (measured on real batches), and a
-request whose estimated finish (work already queued + its own, shared among the
-instances) is later than
-`max_queue_wait` is refused at once (503) while anything is queued. Under overload the
-backlog therefore never exceeds about `max_queue_wait` seconds, accepted requests finish
-instead of timing out, and latency is back to normal that soon after a burst ends.
+Admission bounds the queue in time, not only in count, and happens twice. At a request's
+arrival, before its body is read (`arrival`), it is refused at once (503) when the work
+ahead of it - images queued or running, plus the requests admitted before it that are
+still being read or decoded, each at the measured cost of a typical request - and its
+own typical cost could not finish within the admitted share (`headroom`) of its
+deadline or within `max_queue_wait` (off by default). Once decoded, `submit` checks
+again with the image's own measured per-shape cost. Costs are moving averages of the
+seconds one image of each shape costs on real batches, seeded at warm-up (`seed_cost`)
+so that a burst at a server that has served nothing yet is admitted by measurement,
+not all at once. An idle model takes any request, however long it runs. Under overload
+accepted requests therefore finish instead of timing out (504), and latency is back to
+normal soon after a burst ends.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -64,6 +69,16 @@ class _Item:
 
 
 @dataclass
+class Ticket:
+    """A request's admission at arrival: the refusal, or the seconds of work reserved
+    for it (see DynamicBatcher.arrival)."""
+
+    refusal: QueueFullError | None = None
+    inference: float = 0.0
+    codec: float = 0.0
+
+
+@dataclass
 class BatchStats:
     """Per-request timings, reported in response headers."""
 
@@ -88,9 +103,10 @@ class DynamicBatcher:
         max_queue_delay_s: float,
         max_queue_size: int,
         observer: Observer | None = None,
-        max_queue_wait_s: float = math.inf,
+        max_queue_wait_s: float | None = None,
         instances: int = 1,
         expecting: Callable[[], bool] | None = None,
+        headroom: float = 1.0,
     ) -> None:
         self._run_batch = run_batch
         self._expecting = expecting or (lambda: True)
@@ -98,13 +114,18 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_delay = max_queue_delay_s
         self.max_queue_size = max_queue_size
-        self.max_queue_wait = max_queue_wait_s
+        self.max_queue_wait = math.inf if max_queue_wait_s is None else max_queue_wait_s
+        self.headroom = headroom  # the share of a deadline admission may fill
         self._observer = observer
         self.instances = instances
         self._running: set[asyncio.Task] = set()  # batches in inference
         self._slot_free = asyncio.Event()
         self._cost: dict[tuple[int, ...], float] = {}  # seconds per image, by shape
         self._queued_cost = 0.0
+        self._arriving = 0  # requests admitted at arrival and not yet answered
+        self._reserved = 0.0  # their reservations (Ticket) in the work ahead
+        self._request_cost = 0.0  # moving average of one request's inference seconds
+        self._codec: dict[str, float] = {}  # moving averages: decode, encode seconds
         self._queues: dict[tuple[int, ...], deque[_Item]] = {}
         self._pending = 0
         self._wakeup = asyncio.Event()
@@ -118,13 +139,69 @@ class DynamicBatcher:
 
     @property
     def estimated_wait(self) -> float:
-        """Seconds until the work queued or running is done, from measured per-image
-        costs (each instance works through its share at once)."""
-        return self._queued_cost / self.instances
+        """Seconds until the work queued or running, and the reservations of the requests
+        admitted but not answered, is done, from measured costs (each instance works
+        through its share at once)."""
+        return (self._queued_cost + self._reserved) / self.instances
 
     def image_cost(self, shape: tuple[int, ...]) -> float | None:
         """Measured seconds per image of this shape (moving average), None before any batch."""
         return self._cost.get(shape)
+
+    def estimated_cost(self, shape: tuple[int, ...]) -> float:
+        """Seconds one image of this shape is expected to cost: its measured cost, else
+        the measured shapes' cost per pixel times its pixels (0 before any measurement)."""
+        if shape in self._cost:
+            return self._cost[shape]
+        if not self._cost:
+            return 0.0
+        per_pixel = sum(c / math.prod(s) for s, c in self._cost.items()) / len(self._cost)
+        return per_pixel * math.prod(shape)
+
+    def seed_cost(self, shape: tuple[int, ...], seconds_per_image: float) -> None:
+        """A first measurement (warm-up's) of one image of this shape; real batches then
+        refine it."""
+        self._cost.setdefault(shape, seconds_per_image)
+
+    def seed_request_cost(self, seconds: float) -> None:
+        """The cost a request is assumed to have at arrival, before its size is known,
+        until requests have been measured (warm-up's cost of a typical image)."""
+        if not self._request_cost:
+            self._request_cost = seconds
+
+    def seed_codec_cost(self, step: str, seconds: float) -> None:
+        """Decoding or encoding (`step`) a typical request, until requests are measured."""
+        self._codec.setdefault(step, seconds)
+
+    def note_codec_cost(self, step: str, seconds: float) -> None:
+        """One request's decode or encode seconds: they share the cores with inference,
+        so admission counts them in the work ahead."""
+        old = self._codec.get(step, seconds)
+        self._codec[step] = old + COST_SMOOTHING * (seconds - old)
+
+    @contextlib.contextmanager
+    def arrival(self, deadline: float) -> Iterator[Ticket]:
+        """Admission at arrival (module docstring), around the whole of one request.
+        Yields its Ticket: the refusal (QueueFullError) or None, and the reservation an
+        admitted request holds in the work ahead of later arrivals - a typical request's
+        inference until `submit` queues its images (their own costs then count), its
+        decoding and encoding until it is answered. The caller raises a refusal once it
+        has read the body, so that the client's connection stays usable."""
+        ticket = Ticket(inference=self._request_cost, codec=sum(self._codec.values()))
+        try:
+            self._admit(0, ticket.inference + ticket.codec, deadline)
+        except QueueFullError as refusal:
+            yield Ticket(refusal=refusal)
+            return
+        self._arriving += 1
+        self._reserved += ticket.inference + ticket.codec
+        try:
+            yield ticket
+        finally:
+            self._arriving -= 1
+            self._reserved -= ticket.inference + ticket.codec
+            if not self._arriving:
+                self._reserved = 0.0  # no float drift
 
     @property
     def alive(self) -> bool:
@@ -142,11 +219,18 @@ class DynamicBatcher:
                     await task
 
     async def submit(
-        self, arrays: list[np.ndarray], deadline: float
+        self, arrays: list[np.ndarray], deadline: float, ticket: Ticket | None = None
     ) -> tuple[list[np.ndarray], BatchStats]:
-        """Queue images of one request; wait for all of them (or the deadline)."""
-        costs = [self._cost.get(a.shape, 0.0) for a in arrays]
-        self._admit(len(arrays), sum(costs), deadline)
+        """Queue images of one request; wait for all of them (or the deadline). With the
+        request's Ticket, its inference reservation gives way to its images' own costs."""
+        if ticket is not None:
+            self._reserved -= ticket.inference
+            ticket.inference = 0.0
+        costs = [self.estimated_cost(a.shape) for a in arrays]
+        self._admit(len(arrays), sum(costs), deadline, own=ticket is not None)
+        if sum(costs):
+            request = sum(costs)
+            self._request_cost += COST_SMOOTHING * (request - self._request_cost)
         loop = asyncio.get_running_loop()
         items = [
             _Item(a, loop.create_future(), deadline, c) for a, c in zip(arrays, costs, strict=True)
@@ -174,14 +258,16 @@ class DynamicBatcher:
         )
         return [r[0] for r in results], stats
 
-    def _admit(self, count: int, cost: float, deadline: float) -> None:
+    def _admit(self, count: int, cost: float, deadline: float, own: bool = False) -> None:
+        """Raise QueueFullError unless the request fits (module docstring). `own`: the
+        request is itself among the admitted arrivals (its images are being queued)."""
         if self._pending + count > self.max_queue_size:
             raise QueueFullError(f"{self._pending} images already queued")
-        if not self._pending:
+        if not self._pending and self._arriving == int(own):
             return  # an idle model takes any request, however long it runs
         waiting = self.estimated_wait
         finish = waiting + cost / self.instances
-        limit = min(self.max_queue_wait, deadline - time.perf_counter())
+        limit = min(self.max_queue_wait, self.headroom * (deadline - time.perf_counter()))
         if finish > limit:
             raise QueueFullError(
                 f"overloaded: about {waiting:.2f} s of work is queued and this request "

@@ -75,11 +75,20 @@ class Settings(BaseSettings):
         description="longest a batch waits to fill, only while more requests are on their way",
     )
     max_queue_size: int = Field(256, ge=1, description="images waiting, per model")
-    max_queue_wait_s: float = Field(
-        1.0,
+    max_queue_wait_s: float | None = Field(
+        None,
         gt=0,
-        description="refuse (503) a request that would wait longer than this behind the "
-        "measured work already queued; an idle model takes any request",
+        description="also refuse (503) a request that would wait longer than this behind "
+        "the measured work ahead of it (default: only the deadline decides)",
+    )
+    admission_headroom: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="admit a request only if the measured work ahead of it and its own "
+        "would finish within this share of REQUEST_TIMEOUT_S (the rest absorbs what the "
+        "inference estimate leaves out: reading, decoding, encoding); an idle model takes "
+        "any request",
     )
     request_timeout_s: float = Field(
         30.0, gt=0, description="a request not answered by then gets 504 (its deadline)"
@@ -93,7 +102,12 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="an image with more pixels gets 413 (from its header)"
     )
     tile_size: int | None = Field(None, ge=16, description="default: the card's recommended_tile")
-    tile_overlap: int = Field(16, ge=0, description="pixels shared by neighbouring tiles")
+    tile_overlap: int | None = Field(
+        None,
+        ge=0,
+        description="pixels shared by neighbouring tiles (default: the card's tile_overlap, "
+        "twice the model's measured receptive field plus a margin; 32 without one)",
+    )
     bucket_multiple: int = Field(32, ge=1, description="pad H, W up to a multiple of this")
     warmup_sizes: list[int] = Field(
         [224], description="square image sides run once per model before readiness"

@@ -179,6 +179,13 @@ class Engine:
         finally:
             self._free.put(session)
 
+    def time_run(self, shape: tuple[int, int, int, int]) -> float:
+        """Seconds one run of a batch of this shape takes on the first instance."""
+        batch = np.zeros(shape, dtype=np.float32)
+        start = time.perf_counter()
+        self.sessions[0].run([OUTPUT_NAME], {INPUT_NAME: batch})
+        return time.perf_counter() - start
+
     def warm_up(self, shapes: list[tuple[int, int, int, int]]) -> float:
         """Every shape through every instance (each session tunes its own kernels)."""
         start = time.perf_counter()

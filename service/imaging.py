@@ -248,6 +248,8 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts along one side of `length`: stride tile - overlap, the last flush
+    with the end."""
     if length <= tile:
         return [0]
     stride = max(1, tile - overlap)
@@ -255,9 +257,21 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
     return [*starts, length - tile]
 
 
+def _segments(starts: tuple[int, ...], tile: int, length: int) -> list[tuple[int, int]]:
+    """What each tile keeps along one side: from the middle of its overlap with the one
+    before to the middle of its overlap with the one after (the image's own ends at the
+    ends). Every kept pixel is then at least half an overlap from any edge where its tile
+    was cut out of the image, so its context is the whole image's."""
+    cuts = [(starts[i] + tile + starts[i + 1]) // 2 for i in range(len(starts) - 1)]
+    bounds = [0, *cuts, length]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]
+
+
 @dataclass(frozen=True)
 class TilePlan:
-    """How one (C, H, W) image is cut into equally shaped model inputs and put back."""
+    """How one (C, H, W) image is cut into equally shaped model inputs and put back. The
+    image is first edge-padded to `padded` (a multiple of the bucket), the same input
+    whole-image inference gets, so tiles and the whole image see the same borders."""
 
     height: int
     width: int
@@ -266,31 +280,29 @@ class TilePlan:
     ys: tuple[int, ...]
     xs: tuple[int, ...]
     overlap: int
-
-    @property
-    def padded(self) -> tuple[int, int]:
-        return max(self.height, self.tile_h), max(self.width, self.tile_w)
+    padded: tuple[int, int]
 
 
 def plan_tiles(
     height: int, width: int, tile: int, overlap: int, multiple: int, min_size: int
 ) -> TilePlan:
-    """Dimensions up to `tile` are padded to a multiple of `multiple` (shape buckets, so
-    requests of similar size batch together); longer ones are cut into tiles of `tile`."""
+    """Each side is padded to a multiple of `multiple` (shape buckets, so requests of
+    similar size batch together); sides longer than `tile` are cut into tiles of `tile`
+    that share `overlap` pixels with their neighbours (the model's receptive field, from
+    its card: see `stitch`)."""
     tile = _round_up(tile, multiple)
-
-    def side(n: int) -> int:
-        return tile if n > tile else _round_up(max(n, min_size), multiple)
-
-    th, tw = side(height), side(width)
+    ph = _round_up(max(height, min_size), multiple)
+    pw = _round_up(max(width, min_size), multiple)
+    th, tw = min(ph, tile), min(pw, tile)
     return TilePlan(
         height,
         width,
         th,
         tw,
-        tuple(_starts(max(height, th), th, overlap)),
-        tuple(_starts(max(width, tw), tw, overlap)),
+        tuple(_starts(ph, th, overlap)),
+        tuple(_starts(pw, tw, overlap)),
         overlap,
+        (ph, pw),
     )
 
 
@@ -306,30 +318,19 @@ def cut(pixels: np.ndarray, plan: TilePlan) -> list[np.ndarray]:
     ]
 
 
-def _ramp(length: int, overlap: int) -> np.ndarray:
-    """Blending weights along one tile side: linear ramps where tiles overlap."""
-    w = np.ones(length, dtype=np.float32)
-    if overlap > 0 and length > 2 * overlap:
-        ramp = (np.arange(overlap, dtype=np.float32) + 1) / (overlap + 1)
-        w[:overlap], w[-overlap:] = ramp, ramp[::-1]
-    return w
-
-
 def stitch(tiles: list[np.ndarray], plan: TilePlan) -> np.ndarray:
-    if len(tiles) == 1:  # weights all 1: the tile, cropped to the image
+    """The model's outputs for `cut`'s tiles, put back: each output pixel comes from the
+    one tile where it is farthest from a cut edge (no blending: a blend mixes in pixels
+    whose context was cut off), cropped to the image."""
+    if len(tiles) == 1:
         return tiles[0][:, : plan.height, : plan.width]
-    c = tiles[0].shape[0]
     ph, pw = plan.padded
-    total = np.zeros((c, ph, pw), dtype=np.float32)
-    weight = np.zeros((1, ph, pw), dtype=np.float32)
-    multi = len(tiles) > 1
-    wy = _ramp(plan.tile_h, plan.overlap if multi else 0)
-    wx = _ramp(plan.tile_w, plan.overlap if multi else 0)
-    window = (wy[:, None] * wx[None, :])[None]
+    out = np.empty((tiles[0].shape[0], ph, pw), dtype=tiles[0].dtype)
+    rows = _segments(plan.ys, plan.tile_h, ph)
+    cols = _segments(plan.xs, plan.tile_w, pw)
     i = 0
-    for y in plan.ys:
-        for x in plan.xs:
-            total[:, y : y + plan.tile_h, x : x + plan.tile_w] += tiles[i] * window
-            weight[:, y : y + plan.tile_h, x : x + plan.tile_w] += window
+    for y, (top, bottom) in zip(plan.ys, rows, strict=True):
+        for x, (left, right) in zip(plan.xs, cols, strict=True):
+            out[:, top:bottom, left:right] = tiles[i][:, top - y : bottom - y, left - x : right - x]
             i += 1
-    return (total / weight)[:, : plan.height, : plan.width]
+    return out[:, : plan.height, : plan.width]

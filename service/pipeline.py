@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
-from service.batcher import BatchStats
+from service.batcher import BatchStats, Ticket
 from service.imaging import (
     DecodedImage,
     cut,
@@ -28,7 +30,15 @@ from service.state import ModelRuntime, ServiceState
 # 28x28 PNG decodes in tens of microseconds, less than the thread hand-off costs. Small
 # bodies have their header read on the loop to decide; the pool decodes from that header.
 INLINE_CODEC_PIXELS = 64 * 64
+T = TypeVar("T")
 INLINE_BODY_BYTES = 64 * 1024
+
+
+def timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """fn(*args) and the seconds it ran (in the codec pool: without the pool's queue)."""
+    started = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - started
 
 
 async def decode_image(state: ServiceState, runtime: ModelRuntime, data: bytes) -> DecodedImage:
@@ -36,13 +46,18 @@ async def decode_image(state: ServiceState, runtime: ModelRuntime, data: bytes) 
     loop = asyncio.get_running_loop()
     channels, max_pixels = runtime.engine.channels, state.settings.max_pixels
     if len(data) > INLINE_BODY_BYTES:
-        decoded = await loop.run_in_executor(state.codec_pool, decode, data, channels, max_pixels)
+        decoded, work = await loop.run_in_executor(
+            state.codec_pool, timed, decode, data, channels, max_pixels
+        )
     else:
         img = open_image(data, max_pixels)
         if img.width * img.height <= INLINE_CODEC_PIXELS:
-            decoded = pixels_of(img, channels)
+            decoded, work = timed(pixels_of, img, channels)
         else:
-            decoded = await loop.run_in_executor(state.codec_pool, pixels_of, img, channels)
+            decoded, work = await loop.run_in_executor(
+                state.codec_pool, timed, pixels_of, img, channels
+            )
+    runtime.batcher.note_codec_cost("decode", work)
     state.metrics.decode.labels(runtime.entry.name).observe(time.perf_counter() - started)
     return decoded
 
@@ -57,26 +72,32 @@ async def encode_image(
 ) -> tuple[bytes, str]:
     started = time.perf_counter()
     if decoded.height * decoded.width <= INLINE_CODEC_PIXELS:
-        out = encode(decoded, purified, fmt, quality)
+        out, work = timed(encode, decoded, purified, fmt, quality)
     else:
-        out = await asyncio.get_running_loop().run_in_executor(
-            state.codec_pool, encode, decoded, purified, fmt, quality
+        out, work = await asyncio.get_running_loop().run_in_executor(
+            state.codec_pool, timed, encode, decoded, purified, fmt, quality
         )
+    runtime.batcher.note_codec_cost("encode", work)
     state.metrics.encode.labels(runtime.entry.name).observe(time.perf_counter() - started)
     return out
 
 
 async def purify_pixels(
-    runtime: ModelRuntime, pixels: np.ndarray, deadline: float, overlap: int
+    runtime: ModelRuntime, pixels: np.ndarray, deadline: float, ticket: Ticket | None = None
 ) -> tuple[np.ndarray, BatchStats]:
     """pixels: float32 (C, H, W) in [0, 1], C = 1 or 3. Returns the same shape."""
     planes = to_model_planes(pixels, runtime.engine.channels)
     plan = plan_tiles(
-        pixels.shape[1], pixels.shape[2], runtime.tile, overlap, runtime.multiple, runtime.min_size
+        pixels.shape[1],
+        pixels.shape[2],
+        runtime.tile,
+        runtime.overlap,
+        runtime.multiple,
+        runtime.min_size,
     )
     tiles = [cut(plane, plan) for plane in planes]
     flat = [t for plane_tiles in tiles for t in plane_tiles]
-    outputs, stats = await runtime.batcher.submit(flat, deadline)
+    outputs, stats = await runtime.batcher.submit(flat, deadline, ticket)
     per_plane = len(tiles[0])
     restored = [
         stitch(outputs[i * per_plane : (i + 1) * per_plane], plan) for i in range(len(planes))

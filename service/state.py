@@ -23,6 +23,7 @@ class ModelRuntime:
     tile: int
     min_size: int
     multiple: int
+    overlap: int  # pixels neighbouring tiles share: the receptive field, both ways
     ready: bool = False
 
 
@@ -56,10 +57,11 @@ class ServiceState:
 
     @property
     def accepting(self) -> bool:
-        """Whether work requests are served: from warm-up on, and still while draining -
-        load balancers keep routing here until they see readiness go, and a request they
-        send in that window must be answered, not refused."""
-        return self.ready and all(m.ready for m in self.models.values())
+        """Whether work requests are served: from the default model's warm-up on (the
+        others serve as each finishes its own), and still while draining - load
+        balancers keep routing here until they see readiness go, and a request they send
+        in that window must be answered, not refused."""
+        return self.ready
 
     def model(self, name: str | None) -> ModelRuntime:
         from service.errors import ServiceError
@@ -72,3 +74,17 @@ class ServiceState:
                 404, "unknown_model", f"no model named {key!r}; serving {sorted(self.models)}"
             )
         return self.models[key]
+
+    def serving(self, name: str | None) -> ModelRuntime:
+        """The model for a work request: as `model`, and 503 while it is still warming up."""
+        from service.errors import ServiceError
+
+        runtime = self.model(name)
+        if not runtime.ready:
+            raise ServiceError(
+                503,
+                "model_not_ready",
+                f"model {runtime.entry.name!r} is still warming up",
+                retry_after=1,
+            )
+        return runtime

@@ -48,6 +48,15 @@ def is_ready(url: str) -> bool:
     return httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200
 
 
+def all_models_ready(url: str) -> bool:
+    """The server serves its default model and every other loaded model has warmed up
+    (they follow the default in the background)."""
+    if not is_ready(url):
+        return False
+    models = httpx.get(f"{url}/models", timeout=1).json()["models"]
+    return all(m["ready"] for m in models if "error" not in m)
+
+
 class Server:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
@@ -72,11 +81,11 @@ class Server:
             stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 180.0) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            return is_ready(self.url)
+            return all_models_ready(self.url)
 
         if not wait_for(ready, timeout):
             raise TimeoutError(f"server not ready: {self.log.read_text()[-2000:]}")

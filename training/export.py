@@ -31,6 +31,7 @@ from training.config import load_config
 from training.data.registry import load_dataset
 from training.fp16 import add_fp16
 from training.models import build_model, load_weights
+from training.receptive_field import effective_radius, recommended_overlap
 
 PARITY_TOLERANCE = 1e-4
 TRITON_MAX_BATCH = 64
@@ -156,6 +157,7 @@ def build_card(
     version: int,
     parity: float,
     evaluation: dict[str, Any] | None,
+    receptive_field: int | None = None,
 ) -> dict[str, Any]:
     spec, ex = config["purifier"], config.get("export", {})
     channels = int(spec.get("in_channels", 3))
@@ -169,6 +171,14 @@ def build_card(
         "size_multiple": int(getattr(net, "size_multiple", 1)),
         "min_size": int(ex.get("min_size", 8)),
         "recommended_tile": int(ex.get("recommended_tile", 256)),
+        **(
+            {
+                "receptive_field_px": receptive_field,
+                "tile_overlap": recommended_overlap(receptive_field),
+            }
+            if receptive_field is not None
+            else {}
+        ),
         "params": sum(p.numel() for p in net.parameters()),
         "gflops_at_224": count_gflops(net, channels),
         "sha256": sha256_of(onnx_path),
@@ -270,20 +280,35 @@ def export_from_config(
     version_dir = model_dir / str(version)
     onnx_path = export_onnx(net, version_dir / MODEL_FILE, channels, (28, 28))
 
-    inputs = parity_inputs(channels, real_images(config))
+    real = real_images(config)
+    inputs = parity_inputs(channels, real)
     parity = check_parity(net, onnx_path, inputs)
 
     result = json.loads(Path(evaluation).read_text()) if evaluation else None
-    card = build_card(config, net, onnx_path, version, parity, result)
+    radius = measure_receptive_field(onnx_path, real, inputs)
+    card = build_card(config, net, onnx_path, version, parity, result, radius)
     (version_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     (model_dir / TRITON_CONFIG_FILE).write_text(triton_config(config["name"], channels))
     fp16 = add_fp16(version_dir, [x.numpy() for x in inputs])
     print(
-        f"exported {onnx_path} (parity {parity:.1e}, {card['params']} params, "
+        f"exported {onnx_path} (parity {parity:.1e}, receptive field {radius} px, "
+        f"{card['params']} params, "
         f"{card['gflops_at_224']} GFLOPs at 224) and {fp16['file']} "
         f"(within {fp16['parity_max_abs_diff_vs_fp32']:.1e} of float32)"
     )
     return version_dir
+
+
+def measure_receptive_field(
+    onnx_path: Path, real: torch.Tensor | None, fallback: list[torch.Tensor]
+) -> int:
+    """training.receptive_field's effective radius of the exported graph, on a mosaic of
+    real test images (the parity inputs when the dataset is missing)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    images = real if real is not None else fallback[0]
+    return effective_radius(session, images.numpy().astype(np.float32))
 
 
 def real_images(config: dict[str, Any]) -> torch.Tensor | None:

@@ -28,7 +28,7 @@ async def server_metadata() -> dict[str, Any]:
 @router.get("/v2/health/live")
 async def live(request: Request) -> JSONResponse:
     state = _state(request)
-    dead = [name for name, m in state.models.items() if state.ready and not m.batcher.alive]
+    dead = [name for name, m in state.models.items() if m.ready and not m.batcher.alive]
     if dead:
         return error_response(503, "batcher_dead", f"batching worker stopped for {dead}")
     return JSONResponse({"live": True})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -152,17 +153,18 @@ async def purify(request: Request) -> Response:
     state: ServiceState = request.app.state.purifier
     settings, metrics = state.settings, state.metrics
     started = time.perf_counter()
-    with TrackedRequest(state, "purify"):
+    deadline = started + settings.request_timeout_s
+    with TrackedRequest(state, "purify"), contextlib.ExitStack() as admitted:
         with state.on_the_way():
             options = purify_options(request)
-            runtime = state.model(options.model)
+            runtime = state.serving(options.model)
+            ticket = admitted.enter_context(runtime.batcher.arrival(deadline))
             data = await image_bytes(request, settings.max_body_bytes, settings.body_timeout_s)
+            if ticket.refusal is not None:
+                raise ticket.refusal
             decoded = await decode_image(state, runtime, data)
         name = runtime.entry.name
-        deadline = started + settings.request_timeout_s
-        purified, stats = await purify_pixels(
-            runtime, decoded.pixels, deadline, settings.tile_overlap
-        )
+        purified, stats = await purify_pixels(runtime, decoded.pixels, deadline, ticket)
         l2, linf = distances(decoded.pixels, purified)
         body, media_type = await encode_image(
             state,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
+from service.batcher import Ticket
 from service.errors import ServiceError
 from service.pipeline import decode_image, encode_image, purify_pixels
 from service.routes.purify import read_body
@@ -59,27 +61,33 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     state: ServiceState = request.app.state.purifier
     settings, metrics = state.settings, state.metrics
     started = time.perf_counter()
-    with TrackedRequest(state, "v2_infer"):
-        runtime = state.model(name)
+    with TrackedRequest(state, "v2_infer"), contextlib.ExitStack() as admitted:
+        runtime = state.serving(name)
         if version is not None and version != str(runtime.entry.version):
             raise ServiceError(
                 404,
                 "unknown_version",
                 f"{name} serves version {runtime.entry.version}, not {version}",
             )
+        deadline = started + settings.request_timeout_s
+        ticket = admitted.enter_context(runtime.batcher.arrival(deadline))
         with state.on_the_way():  # encoded images decode later, inside the gather below
             body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+            if ticket.refusal is not None:
+                raise ticket.refusal
             parsed = parse_request(body, request.headers.get(HEADER))
-        deadline = started + settings.request_timeout_s
         array, blobs = None, None
         if parsed.blobs is not None:
             blobs = list(
                 await asyncio.gather(
-                    *(_purify_encoded(state, runtime, blob, deadline) for blob in parsed.blobs)
+                    *(
+                        _purify_encoded(state, runtime, blob, deadline, ticket)
+                        for blob in parsed.blobs
+                    )
                 )
             )
         else:
-            array = await _purify_tensor(state, runtime, parsed, deadline)
+            array = await _purify_tensor(state, runtime, parsed, deadline, ticket)
         content, headers = build_response(
             name,
             runtime.entry.version,
@@ -100,7 +108,7 @@ def _check_pixels(h: int, w: int, limit: int) -> None:
 
 
 async def _purify_tensor(
-    state: ServiceState, runtime, parsed: InferInput, deadline: float
+    state: ServiceState, runtime, parsed: InferInput, deadline: float, ticket: Ticket
 ) -> np.ndarray:
     array = parsed.array
     if parsed.datatype == "FP32":  # NCHW in [0, 1]
@@ -114,10 +122,7 @@ async def _purify_tensor(
         raise ServiceError(400, "bad_request", f"empty tensor of shape {parsed.shape}")
     _check_pixels(h, w, state.settings.max_pixels)
     results = await asyncio.gather(
-        *(
-            purify_pixels(runtime, np.ascontiguousarray(img), deadline, state.settings.tile_overlap)
-            for img in images
-        )
+        *(purify_pixels(runtime, np.ascontiguousarray(img), deadline, ticket) for img in images)
     )
     out = np.stack([r[0] for r in results])
     if parsed.datatype == "FP32":
@@ -125,11 +130,11 @@ async def _purify_tensor(
     return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-async def _purify_encoded(state: ServiceState, runtime, blob: bytes, deadline: float) -> bytes:
+async def _purify_encoded(
+    state: ServiceState, runtime, blob: bytes, deadline: float, ticket: Ticket
+) -> bytes:
     decoded = await decode_image(state, runtime, blob)
-    purified, _ = await purify_pixels(
-        runtime, decoded.pixels, deadline, state.settings.tile_overlap
-    )
+    purified, _ = await purify_pixels(runtime, decoded.pixels, deadline, ticket)
     body, _ = await encode_image(
         state, runtime, decoded, purified, "same", state.settings.jpeg_quality
     )

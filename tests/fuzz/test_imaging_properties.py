@@ -110,3 +110,39 @@ def test_random_bytes_are_refused_cleanly(data):
         decode(data, 1, 10**7)
     except ImageError as err:
         assert err.status in (400, 413, 415)
+
+
+@FUZZ
+@given(
+    height=st.integers(1, 700),
+    width=st.integers(1, 700),
+    tile=st.sampled_from([32, 64, 100, 256]),
+    overlap=st.integers(0, 48),
+    multiple=st.sampled_from([1, 8, 32]),
+)
+def test_every_kept_pixel_is_half_an_overlap_from_where_its_tile_was_cut(
+    height, width, tile, overlap, multiple
+):
+    """The seam property (issue 25): stitching keeps each pixel from a tile in which it
+    lies at least overlap // 2 from every edge that is a cut through the image (not the
+    image's own border), so a model whose receptive field is within that sees the same
+    context as on the whole image. The "model" here outputs that distance."""
+    plan = plan_tiles(height, width, tile, overlap, multiple, 8)
+    ph, pw = plan.padded
+    maps = []
+    for y in plan.ys:
+        for x in plan.xs:
+            rows, cols = np.arange(plan.tile_h)[:, None], np.arange(plan.tile_w)[None, :]
+            far = np.full((plan.tile_h, plan.tile_w), np.inf)
+            if y > 0:
+                far = np.minimum(far, rows)
+            if y + plan.tile_h < ph:
+                far = np.minimum(far, plan.tile_h - 1 - rows)
+            if x > 0:
+                far = np.minimum(far, cols)
+            if x + plan.tile_w < pw:
+                far = np.minimum(far, plan.tile_w - 1 - cols)
+            maps.append(far[None].astype(np.float32))
+    distance = stitch(maps, plan)
+    assert distance.shape == (1, height, width)
+    assert distance.min() >= min(overlap, min(plan.tile_h, plan.tile_w) - 1) // 2

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batcher import DynamicBatcher, QueueFullError
+from service.batcher import DeadlineExceededError, DynamicBatcher, QueueFullError
 
 SECONDS_PER_IMAGE = 0.01
 
@@ -193,3 +193,118 @@ def test_a_free_instance_waits_out_the_delay_only_while_more_work_is_on_its_way(
         assert waited >= delay
     else:
         assert waited < delay / 2, waited
+
+
+async def arrive_and_submit(batcher: DynamicBatcher, index: int, deadline: float, read_s: float):
+    """One request as the service runs it: admitted at arrival, read and decoded (a
+    sleep), then queued; its result, or the exception it was refused or failed with."""
+    image = np.zeros((1, 8, 8), np.float32) + index
+    try:
+        with batcher.arrival(deadline) as ticket:
+            await asyncio.sleep(read_s)
+            if ticket.refusal is not None:
+                raise ticket.refusal
+            return await batcher.submit([image], deadline, ticket)
+    except Exception as err:  # the test sorts what each request got
+        return err
+
+
+def test_a_burst_at_an_unused_batcher_is_admitted_by_seeded_cost_and_none_times_out():
+    """Nothing served yet, but warm-up seeded the per-image cost: of a burst whose work is
+    four times the deadline, about a quarter is admitted (those still being read count
+    ahead of later arrivals), and every admitted request finishes in time."""
+    deadline_s = 0.4
+
+    async def scenario():
+        batcher = make_batcher(headroom=0.8)  # the reading time below is not in the estimate
+        batcher.seed_cost((1, 8, 8), SECONDS_PER_IMAGE)
+        batcher.seed_request_cost(SECONDS_PER_IMAGE)
+        batcher.start()
+        deadline = time.perf_counter() + deadline_s
+        burst = 4 * round(deadline_s / SECONDS_PER_IMAGE)
+        results = await asyncio.gather(
+            *(arrive_and_submit(batcher, i, deadline, 0.02) for i in range(burst))
+        )
+        await batcher.stop()
+        return burst, results
+
+    burst, results = asyncio.run(scenario())
+    refused = [r for r in results if isinstance(r, QueueFullError)]
+    accepted = [r for r in results if not isinstance(r, Exception)]
+    assert len(refused) + len(accepted) == burst, [r for r in results if isinstance(r, Exception)]
+    assert all(r.code == "overloaded" for r in refused)
+    assert burst / 8 <= len(accepted) <= burst / 3, len(accepted)
+    for i, result in enumerate(results):
+        if not isinstance(result, Exception):
+            assert float(result[0][0].mean()) == i  # each request got its own image back
+
+
+def test_without_a_seeded_cost_the_same_burst_times_out():
+    """The failure the seeding prevents: no cost known, everything is admitted and most
+    requests pass their deadline in the queue (504)."""
+    deadline_s = 0.4
+
+    async def scenario():
+        batcher = make_batcher()
+        batcher.start()
+        deadline = time.perf_counter() + deadline_s
+        burst = 4 * round(deadline_s / SECONDS_PER_IMAGE)
+        results = await asyncio.gather(
+            *(arrive_and_submit(batcher, i, deadline, 0.02) for i in range(burst))
+        )
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert sum(isinstance(r, DeadlineExceededError) for r in results) > len(results) / 2
+
+
+def test_a_refused_arrival_reserves_nothing_and_an_admitted_one_is_released():
+    async def scenario():
+        batcher = make_batcher(max_queue_wait_s=0.05)
+        batcher.seed_request_cost(0.04)
+        deadline = time.perf_counter() + 30
+        # The first, at an idle model, is admitted whatever its cost; the second would
+        # finish 0.04 + 0.04 s out, past the 0.05 s limit.
+        with batcher.arrival(deadline) as first, batcher.arrival(deadline) as second:
+            seen = first.refusal, second.refusal, batcher.estimated_wait
+        return seen, batcher.estimated_wait
+
+    (first, second, during), after = asyncio.run(scenario())
+    assert first is None and isinstance(second, QueueFullError) and second.code == "overloaded"
+    assert during == pytest.approx(0.04) and after == 0.0
+
+
+def test_decoding_and_encoding_count_in_the_work_ahead_until_the_answer():
+    """A request holds its typical decode + encode cost from arrival until it is
+    answered, and its typical inference cost only until its images are queued."""
+
+    async def scenario():
+        batcher = make_batcher()
+        batcher.seed_request_cost(0.03)
+        batcher.seed_codec_cost("decode", 0.01)
+        batcher.seed_codec_cost("encode", 0.02)
+        image = np.zeros((1, 8, 8), np.float32)
+        deadline = time.perf_counter() + 30
+        with batcher.arrival(deadline) as ticket:
+            reading = batcher.estimated_wait
+            await batcher.stop()  # no worker: what is submitted stays queued
+            queued = asyncio.ensure_future(batcher.submit([image], deadline, ticket))
+            await asyncio.sleep(0.01)
+            after_submit = batcher.estimated_wait
+            queued.cancel()
+        return reading, after_submit, batcher.estimated_wait
+
+    reading, after_submit, answered = asyncio.run(scenario())
+    assert reading == pytest.approx(0.06)
+    assert after_submit == pytest.approx(0.03)  # the codec part; the image's cost is unknown
+    assert answered == 0.0
+
+
+def test_an_unmeasured_shape_is_costed_by_its_pixels():
+    batcher = make_batcher()
+    assert batcher.estimated_cost((1, 8, 8)) == 0.0  # nothing measured: admission is off
+    batcher.seed_cost((1, 8, 8), 0.01)
+    batcher.seed_cost((1, 8, 8), 0.5)  # a seed never overwrites a measurement
+    assert batcher.estimated_cost((1, 8, 8)) == 0.01
+    assert batcher.estimated_cost((1, 16, 16)) == pytest.approx(0.04)

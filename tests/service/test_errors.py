@@ -132,3 +132,63 @@ def pending(url: str) -> float:
 
 def test_body_helper_round_trip():
     assert Image.open(io.BytesIO(encode_image(Image.new("L", (3, 2)), "PNG"))).size == (3, 2)
+
+
+def coffee_224() -> bytes:
+    """A real 224x224 photograph (scikit-image's coffee), as PNG."""
+    from training.data.photos import source_dir
+
+    img = Image.open(source_dir("scikit-image") / "coffee.png").convert("RGB")
+    return encode_image(img.crop((100, 50, 324, 274)), "PNG")
+
+
+@pytest.fixture(scope="module")
+def photo_server(start_server):
+    """The natural-image default alone, warmed up at the photo size it is sent, with a
+    deadline short enough that a burst of 200 is more work than fits in it."""
+    return start_server(
+        PURIFIER_MODELS='["photo-guided"]',
+        PURIFIER_WARMUP_SIZES="[224]",
+        PURIFIER_REQUEST_TIMEOUT_S="4",
+    )
+
+
+def test_a_burst_of_200_at_an_idle_server_is_served_or_refused_never_timed_out(photo_server):
+    """Issue 25: 200 photos at once at a server that has served nothing: each is answered
+    (no dropped connection: gather raises on one), by a result or by a 503 with
+    Retry-After decided at arrival from the warm-up's measured cost - never by a 504
+    after waiting out the deadline."""
+    responses = asyncio.run(post_concurrently(photo_server.url, [coffee_224()] * 200))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(504) == 0
+    assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+    for refused in (r for r in responses if r.status_code == 503):
+        assert_error(refused, 503, "overloaded")
+        assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_a_closed_loop_at_concurrency_32_within_the_default_deadline_is_never_refused(
+    start_server,
+):
+    """32 clients each sending their next photo when the last one comes back: the work
+    ahead of any request is at most 31 photos, far inside the 30 s deadline, so nothing
+    is refused (the 1 s wait limit this replaced refused some)."""
+    server = start_server(PURIFIER_MODELS='["photo-guided"]', PURIFIER_WARMUP_SIZES="[224]")
+    body = coffee_224()
+
+    async def client(http: httpx.AsyncClient) -> list[int]:
+        statuses = []
+        for _ in range(4):
+            response = await http.post(
+                f"{server.url}/purify", content=body, headers={"Content-Type": "image/png"}
+            )
+            statuses.append(response.status_code)
+        return statuses
+
+    async def loop() -> list[int]:
+        async with httpx.AsyncClient(timeout=120) as http:
+            per_client = await asyncio.gather(*(client(http) for _ in range(32)))
+        return [s for statuses in per_client for s in statuses]
+
+    statuses = asyncio.run(loop())
+    assert statuses == [200] * 128, sorted(set(statuses))

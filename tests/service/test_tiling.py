@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from service.imaging import cut, plan_tiles, stitch
 
@@ -39,3 +40,58 @@ def test_model_planes_round_trip_for_either_kind_of_model():
             back = from_model_planes(planes, colour)
             assert back.shape == image.shape
             np.testing.assert_allclose(back, image, atol=1e-6)  # the identity model
+
+
+# Real photographs at sizes and aspect ratios that cut into several tiles of TILE (smaller
+# than the served 256, so more seams per pixel and a quicker test), odd sides included.
+TILE = 128
+PHOTO_SIZES = [("coffee.png", 300, 201), ("chelsea.png", 157, 301), ("astronaut.png", 129, 390)]
+
+
+def exported_models() -> list:
+    from purifier.contract import CARD_FILE
+    from tests.conftest import REPO
+
+    return sorted(p.parent for p in (REPO / "exported_models").glob(f"*/1/{CARD_FILE}"))
+
+
+def photo(name: str, height: int, width: int, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    from training.data.photos import source_dir
+
+    img = Image.open(source_dir("scikit-image") / name).convert("RGB" if channels == 3 else "L")
+    pixels = np.asarray(img.crop((0, 0, width, height)), dtype=np.float32) / 255
+    return pixels.transpose(2, 0, 1) if channels == 3 else pixels[None]
+
+
+@pytest.mark.parametrize("model_dir", exported_models(), ids=lambda p: p.parent.name)
+def test_a_tiled_photo_equals_whole_image_inference_within_two_grey_levels(model_dir):
+    """Issue 25: with the overlap the card records (its measured receptive field), the
+    stitched tiles of a photo differ from one run on the whole (edge-padded) photo by at
+    most 2 grey levels, for every exported model."""
+    import json
+
+    import onnxruntime as ort
+
+    from purifier.contract import CARD_FILE, INPUT_NAME, MODEL_FILE, OUTPUT_NAME
+
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(model_dir / MODEL_FILE), options, ["CPUExecutionProvider"])
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    assert TILE > card["tile_overlap"] >= 2 * card["receptive_field_px"]
+    for name, height, width in PHOTO_SIZES:
+        pixels = photo(name, height, width, card["channels"])
+        plan = plan_tiles(height, width, TILE, card["tile_overlap"], 32, card["min_size"])
+        assert len(plan.ys) * len(plan.xs) >= 3
+        tiled = stitch([run(t[None])[0] for t in cut(pixels, plan)], plan)
+        whole_plan = plan_tiles(height, width, 4096, 0, 32, card["min_size"])
+        (padded,) = cut(pixels, whole_plan)
+        whole = stitch([run(padded[None])[0]], whole_plan)
+        worst = 255 * float(np.abs(tiled - whole).max())
+        assert worst <= 2.0, f"{name} {height}x{width}: {worst:.2f} grey levels"
