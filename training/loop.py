@@ -170,6 +170,7 @@ def fit(
     n = len(train[0])
     per_epoch = steps_per_epoch(n, bs)
     every = int(tc.get("checkpoint_every", 200))
+    validate_every = int(tc.get("validate_every", 1))  # epochs
     log = MetricsLog(config["output_dir"])
     val_log = MetricsLog(config["output_dir"], "validation.csv")
     val_batch = _to(device, val)
@@ -218,15 +219,18 @@ def fit(
             save(epoch, step)
             print(f"{config['name']}: time budget reached at epoch {epoch + 1}, step {step}")
             break
+        epoch, step = epoch + 1, 0
+        if epoch % validate_every and epoch < epochs:  # validation costs; not every epoch
+            save(epoch, step)
+            continue
         scores = trainer.validate(*val_batch)
         if ctx.is_main:
             row = {k: round(v, 5) for k, v in scores.items()}
-            val_log.write({"epoch": epoch + 1, "step": (epoch + 1) * per_epoch, **row})
+            val_log.write({"epoch": epoch, "step": epoch * per_epoch, **row})
             print(
-                f"{config['name']}: epoch {epoch + 1} "
+                f"{config['name']}: epoch {epoch} "
                 + " ".join(f"{k}={v:.4f}" for k, v in scores.items())
             )
-        epoch, step = epoch + 1, 0
         save(epoch, step)
     summary = {
         "epochs_done": epoch + step / per_epoch,

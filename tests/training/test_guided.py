@@ -194,12 +194,29 @@ def test_training_keeps_a_curve_from_step_zero_resumes_and_selects(tmp_path):
     again = torch.load(out / "last.pt")
     assert any(not torch.equal(last[k], again[k]) for k in last)
 
+    # Validation every second epoch, and at the last: epochs 3 and 4 of 4 -> only 4.
+    config["train"].update(epochs=4, validate_every=2)
+    train_guided(config)
+    curve = (out / "validation.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in curve[1:]] == ["0", "1", "2", "4"]
+
     # A short trial of a recipe on the cached bank and validation set.
     from training.guided_trial import trial
 
     result = trial(config, 2, banks()[0], val_images=4)
     assert result["steps"] == 2 and 0.0 <= result["clean_agreement"] <= 1.0
     assert len(result["adv_pixel"]) == 2 and "attack0_left" in result
+
+
+def test_a_new_stage_with_a_salt_meets_a_new_bank(tmp_path):
+    from training.methods.guided import bank_seed
+
+    config = tiny_guided_config(tmp_path)
+    config["bank"].pop("salt", None)
+    plain = bank_seed(config)
+    config["bank"]["salt"] = "stage3"
+    assert bank_seed(config) != plain
+    assert bank_seed(config) == bank_seed(config)  # a re-run finds its bank in the cache
 
 
 def test_one_step_lowers_the_loss_on_its_batch(mobilenet):

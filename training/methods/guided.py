@@ -257,11 +257,14 @@ class GuidedTrainer:
 
 
 def bank_seed(config: dict[str, Any], resume: bool = True) -> int:
-    """A new bank each time a run starts or resumes: seeded by where it resumes, so a
-    re-run of the same session finds its bank in the cache."""
+    """A new bank each time a run starts or resumes: seeded by where it resumes (and by
+    `bank.salt`, which a new stage of a staged run sets so that it does not meet its
+    predecessor's bank again), so a re-run of the same session finds its bank in the
+    cache."""
     state = Checkpoint(config["output_dir"]).load() if resume else None
     position = (0, 0) if state is None else (state["epoch"], state["step"])
-    key = f"{config.get('seed', 0)}:{position}".encode()
+    salt = config["bank"].get("salt")
+    key = f"{config.get('seed', 0)}:{position}{'' if salt is None else f':{salt}'}".encode()
     return int(hashlib.sha1(key).hexdigest()[:8], 16)
 
 
