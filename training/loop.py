@@ -164,7 +164,7 @@ def fit(
     if tc.get("init_weights") and not (resume and ckpt.path.exists()):
         # Fine-tuning: a new run starts from these weights of `trainer.model` (a resumed
         # run has its own). Before DDP wraps the model, which broadcasts rank 0's weights.
-        load_weights(trainer.model, tc["init_weights"])
+        load_weights(trainer.model, tc["init_weights"], tuple(tc.get("init_new_layers", ())))
     trainer.distribute(ctx)
     epochs, bs = int(tc["epochs"]), int(tc["batch_size"])
     n = len(train[0])

@@ -50,6 +50,32 @@ def test_the_correction_is_bounded_and_no_batchnorm():
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
+def test_the_gate_scales_the_correction_locally_and_a_grown_net_keeps_its_weights(tmp_path):
+    """The gated network (stage 3): a fresh one is the identity too; grown from an
+    ungated one's weights (load_weights' new_layers) it starts at 0.95 of its correction;
+    a closed gate leaves the image untouched; a file missing other layers is refused."""
+    from training.models import load_weights
+
+    torch.manual_seed(0)
+    plain = GuidedUNet(widths=(4, 8, 8), full_res=4)
+    torch.nn.init.normal_(plain.out.weight, std=0.5)
+    path = tmp_path / "plain.pt"
+    torch.save(plain.state_dict(), path)
+    x = torch.rand(2, 3, 37, 50)
+    gated = GuidedUNet(widths=(4, 8, 8), full_res=4, gate=True).eval()
+    with torch.no_grad():
+        assert torch.equal(gated(x), x)
+        load_weights(gated, path, new_layers=("gate",))
+        expected = (x + torch.sigmoid(torch.tensor(3.0)) * plain.residual(x)).clamp(0, 1)
+        torch.testing.assert_close(gated(x), expected, atol=1e-6, rtol=0)
+        torch.nn.init.constant_(gated.gate[-1].bias, -50.0)
+        torch.testing.assert_close(gated(x), x, atol=1e-7, rtol=0)
+    state = {k: v for k, v in plain.state_dict().items() if not k.startswith("out.")}
+    torch.save(state, path)
+    with pytest.raises(RuntimeError, match="missing"):
+        load_weights(GuidedUNet(widths=(4, 8, 8), full_res=4, gate=True), path, ("gate",))
+
+
 def test_the_sizes_in_the_configs_fit_their_budgets():
     from training.export import count_gflops
 

@@ -43,13 +43,22 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     return MODELS[arch](**spec)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+def load_weights(model: nn.Module, path: str | Path, new_layers: tuple[str, ...] = ()) -> nn.Module:
+    """Load a state dict; `new_layers` names submodules the file may lack (a network
+    grown from a trained one keeps their initialisation), every other key must match."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
             f"weights not found: {path}. Train them first (`purifier train CONFIG`)."
         )
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not new_layers:
+        model.load_state_dict(state)
+        return model
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    wrong = [k for k in missing if not k.startswith(tuple(f"{n}." for n in new_layers))]
+    if wrong or unexpected:
+        raise RuntimeError(f"{path}: missing {wrong}, unexpected {unexpected}")
     return model
 
 

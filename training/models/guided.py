@@ -11,7 +11,12 @@ the guide's features instead of removing noise):
   followed by a convolution, never a transposed convolution or a pixel-shuffle, which
   make checkerboards;
 - no BatchNorm (a sidecar purifies one image at a time), fully convolutional: any H, W
-  (edge-padded inside the graph to a multiple of 8, cropped back).
+  (edge-padded inside the graph to a multiple of 8, cropped back);
+- optionally (`gate`) the correction is scaled by a local gate in [0, 1] read at 1/8 of
+  the side from the bottleneck and from the log energy of the image's high frequencies
+  there (an L-inf perturbation adds high-frequency energy everywhere): the network can
+  then leave clean regions untouched and still correct perturbed ones, instead of one
+  compromise for both (stage 3 of issue 27: clean agreement fell as removal grew).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ class GuidedUNet(nn.Module):
         bottleneck_convs: int = 2,
         full_res: int = 16,
         max_residual: float = 24 / 255,
+        gate: bool = False,
     ) -> None:
         super().__init__()
         if len(widths) != 3:
@@ -86,6 +92,13 @@ class GuidedUNet(nn.Module):
         self.out = nn.Conv2d(full_res, in_channels, 3, 1, 1)
         nn.init.zeros_(self.out.weight)  # the identity at step 0
         nn.init.zeros_(self.out.bias)
+        self.gate: nn.Sequential | None = None
+        if gate:
+            self.gate = nn.Sequential(
+                nn.Conv2d(w2 + in_channels, 16, 3, 1, 1), _act(), nn.Conv2d(16, 1, 1)
+            )
+            nn.init.zeros_(self.gate[-1].weight)  # starts open everywhere: sigmoid(3) = 0.95
+            nn.init.constant_(self.gate[-1].bias, 3.0)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The bounded correction r with y = clip(x + r, 0, 1); |r| <= max_residual."""
@@ -99,8 +112,19 @@ class GuidedUNet(nn.Module):
         up = F.interpolate(
             self.to_full(d0), size=padded.shape[2:], mode="bilinear", align_corners=False
         )
-        r = self.out(self.full(torch.cat([up, padded], 1)))[:, :, :h, :w]
-        return self.max_residual * torch.tanh(r)
+        r = self.max_residual * torch.tanh(self.out(self.full(torch.cat([up, padded], 1))))
+        if self.gate is not None:
+            r = r * self._gate(padded, f2)
+        return r[:, :, :h, :w]
+
+    def _gate(self, padded: torch.Tensor, bottleneck: torch.Tensor) -> torch.Tensor:
+        """The local gate at the input's resolution (module docstring)."""
+        high = padded - F.avg_pool2d(padded, 3, 1, 1, count_include_pad=False)
+        energy = torch.log(F.avg_pool2d(high * high, PAD_MULTIPLE) + 1e-6)
+        logit = self.gate(torch.cat([bottleneck, energy], 1))
+        return torch.sigmoid(
+            F.interpolate(logit, size=padded.shape[2:], mode="bilinear", align_corners=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.residual(x)).clamp(0.0, 1.0)
