@@ -59,15 +59,18 @@ def test_webp_keeps_size_and_mode(img):
     assert back.size == source.size and back.mode == source.mode
 
 
+# Tile plans: image sides, tile side, overlap (up to the widest card's tile_overlap), bucket.
+TILE_PLANS = {
+    "height": st.integers(1, 700),
+    "width": st.integers(1, 700),
+    "tile": st.sampled_from([32, 64, 100, 256]),
+    "overlap": st.integers(0, 48),
+    "multiple": st.sampled_from([1, 8, 32]),
+}
+
+
 @FUZZ
-@given(
-    height=st.integers(1, 700),
-    width=st.integers(1, 700),
-    tile=st.sampled_from([32, 64, 100, 256]),
-    overlap=st.integers(0, 24),
-    multiple=st.sampled_from([1, 8, 32]),
-    seed=st.integers(0, 2**16),
-)
+@given(**TILE_PLANS, seed=st.integers(0, 2**16))
 def test_tiles_cover_the_image_and_stitch_back_exactly(
     height, width, tile, overlap, multiple, seed
 ):
@@ -113,13 +116,7 @@ def test_random_bytes_are_refused_cleanly(data):
 
 
 @FUZZ
-@given(
-    height=st.integers(1, 700),
-    width=st.integers(1, 700),
-    tile=st.sampled_from([32, 64, 100, 256]),
-    overlap=st.integers(0, 48),
-    multiple=st.sampled_from([1, 8, 32]),
-)
+@given(**TILE_PLANS)
 def test_every_kept_pixel_is_half_an_overlap_from_where_its_tile_was_cut(
     height, width, tile, overlap, multiple
 ):
