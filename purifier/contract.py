@@ -22,7 +22,7 @@ CARD_FILE = "card.json"
 TRITON_CONFIG_FILE = "config.pbtxt"
 OPSET = 17
 
-# What every card.json holds (training/export.py writes it; `python -m
+# What every card.json holds (training/export/card.py writes it; `python -m
 # purifier.contract_check` and the service's registry read it).
 REQUIRED_CARD_FIELDS = (
     "name",

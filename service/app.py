@@ -29,7 +29,7 @@ from service.warmup import serve, warm_the_rest, warm_up
 log = logging.getLogger("purifier")
 
 # Tile overlap for a card that does not record its model's receptive field: wider than
-# any exported model's measured 2 x (radius + margin) (training.receptive_field).
+# any exported model's measured 2 x (radius + margin) (training.export.receptive_field).
 DEFAULT_TILE_OVERLAP = 48
 
 

@@ -132,10 +132,10 @@ def write(result: dict[str, Any], tables: dict[str, Any], out_dir: Path) -> str:
 
 def add_to_cards(tables: dict[str, Any], result: dict[str, Any], cards: list[Path]) -> None:
     """Each card carries the methods table it is compared in (beside its own evaluation)."""
+    from training.export.card import update_card
+
     for path in cards:
-        card = json.loads(path.read_text())
-        card["methods_table"] = {"command": result["command"], **tables}
-        path.write_text(json.dumps(card, indent=2) + "\n")
+        update_card(path.parent, methods_table={"command": result["command"], **tables})
 
 
 README_START, README_END = "<!-- methods-table -->", "<!-- /methods-table -->"

@@ -150,7 +150,7 @@ def test_export_writes_a_half_precision_model_with_the_float32_contract(exported
 
 
 def test_a_half_precision_model_past_the_tolerance_is_not_written(exported, monkeypatch):
-    import training.fp16 as fp16
+    import training.export.fp16 as fp16
 
     (exported / "model.fp16.onnx").unlink()
     monkeypatch.setattr(fp16, "FP16_TOLERANCE", 1e-9)

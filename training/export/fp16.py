@@ -11,26 +11,25 @@ file's sha256 and the measured difference.
 
 `purifier export` writes it; for a model exported before that:
 
-    python -m training.fp16 training/configs/NAME.yaml [--output-root R] [--version V]
+    python -m training.export.fp16 training/configs/NAME.yaml [--output-root R] [--version V]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from purifier.contract import (
-    CARD_FILE,
     FP16_MODEL_FILE,
     INPUT_NAME,
     MODEL_FILE,
     OUTPUT_NAME,
     sha256_of,
 )
+from training.export.card import update_card
 
 FP16_FILE = FP16_MODEL_FILE
 FP16_TOLERANCE = 1 / 255  # one 8-bit level of the purified image
@@ -81,16 +80,13 @@ def add_fp16(version_dir: Path, inputs: list[np.ndarray]) -> dict[str, object]:
         "sha256": sha256_of(fp16_path),
         "parity_max_abs_diff_vs_fp32": diff,
     }
-    card_path = version_dir / CARD_FILE
-    card = json.loads(card_path.read_text())
-    card["fp16"] = record
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    update_card(version_dir, fp16=record)
     return record
 
 
 def main() -> None:
     from training.config import load_config
-    from training.export import parity_inputs, real_images
+    from training.export.graph import parity_inputs, real_images
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="the purifier's training config")

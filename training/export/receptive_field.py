@@ -14,6 +14,7 @@ kept pixel's context inside its tile.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,3 +65,13 @@ def recommended_overlap(radius: int, multiple: int = 8) -> int:
     """Tile overlap for crop stitching: twice (radius + MARGIN), rounded up."""
     need = 2 * (radius + MARGIN)
     return -(-need // multiple) * multiple
+
+
+def measure_receptive_field(onnx_path: Path, real: Any, fallback: list[Any]) -> int:
+    """The effective radius of the exported graph, on a mosaic of
+    real test images (the parity inputs when the dataset is missing)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    images = real if real is not None else fallback[0]
+    return effective_radius(session, images.numpy().astype(np.float32))

@@ -1,0 +1,71 @@
+"""`purifier export CONFIG`: ONNX per the model contract (DESIGN.md), a parity check
+against torch, the Triton config, and card.json written from the measured evaluation.
+
+Layout written: OUTPUT_ROOT/NAME/config.pbtxt and OUTPUT_ROOT/NAME/VERSION/{model.onnx,
+model.fp16.onnx, card.json}. Input `image` and output `purified`: float32 NCHW in [0, 1],
+N/H/W dynamic (also for the half-precision model: training.fp16).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from purifier.contract import MODEL_FILE, TRITON_CONFIG_FILE
+from training.config import load_config
+from training.export.card import build_card, write_card
+from training.export.fp16 import add_fp16
+from training.export.graph import (
+    PARITY_TOLERANCE,
+    ExportError,
+    check_parity,
+    count_gflops,
+    export_onnx,
+    parity_inputs,
+    real_images,
+)
+from training.export.receptive_field import measure_receptive_field
+from training.export.triton import triton_config
+from training.models import build_model, load_weights
+
+__all__ = [
+    "PARITY_TOLERANCE",
+    "ExportError",
+    "check_parity",
+    "count_gflops",
+    "export_from_config",
+    "export_onnx",
+]
+
+
+def export_from_config(
+    path: str | Path,
+    evaluation: str | Path | None = None,
+    output_root: str | Path = "exported_models",
+    version: int = 1,
+) -> Path:
+    config = load_config(path)
+    spec = config["purifier"]
+    channels = int(spec.get("in_channels", 3))
+    net = load_weights(build_model(spec), config["weights"]).eval()
+    model_dir = Path(output_root) / config["name"]
+    version_dir = model_dir / str(version)
+    onnx_path = export_onnx(net, version_dir / MODEL_FILE, channels, (28, 28))
+
+    real = real_images(config)
+    inputs = parity_inputs(channels, real)
+    parity = check_parity(net, onnx_path, inputs)
+
+    result = json.loads(Path(evaluation).read_text()) if evaluation else None
+    radius = measure_receptive_field(onnx_path, real, inputs)
+    card = build_card(config, net, onnx_path, version, parity, result, radius)
+    write_card(version_dir, card)
+    (model_dir / TRITON_CONFIG_FILE).write_text(triton_config(config["name"], channels))
+    fp16 = add_fp16(version_dir, [x.numpy() for x in inputs])
+    print(
+        f"exported {onnx_path} (parity {parity:.1e}, receptive field {radius} px, "
+        f"{card['params']} params, "
+        f"{card['gflops_at_224']} GFLOPs at 224) and {fp16['file']} "
+        f"(within {fp16['parity_max_abs_diff_vs_fp32']:.1e} of float32)"
+    )
+    return version_dir
