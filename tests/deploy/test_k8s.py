@@ -121,7 +121,7 @@ def test_settings_in_the_configmaps_exist_and_parse(monkeypatch):
             monkeypatch.setenv(key, value)
         settings = Settings()
         assert settings.port == int(data["PURIFIER_PORT"])
-        assert str(settings.max_queue_wait_s) == str(float(data["PURIFIER_MAX_QUEUE_WAIT_S"]))
+        assert settings.request_timeout_s == float(data["PURIFIER_REQUEST_TIMEOUT_S"])
 
 
 def test_gpu_overlay_asks_for_a_gpu_and_refuses_to_fall_back():

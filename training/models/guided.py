@@ -122,9 +122,10 @@ class GuidedUNet(nn.Module):
         high = padded - F.avg_pool2d(padded, 3, 1, 1, count_include_pad=False)
         energy = torch.log(F.avg_pool2d(high * high, PAD_MULTIPLE) + 1e-6)
         logit = self.gate(torch.cat([bottleneck, energy], 1))
-        return torch.sigmoid(
-            F.interpolate(logit, size=padded.shape[2:], mode="bilinear", align_corners=False)
-        )
+        # By a fixed factor, not to a computed size: the exported graph then keeps its
+        # static channel count (a Resize to computed sizes leaves every output dim unknown).
+        up = F.interpolate(logit, scale_factor=PAD_MULTIPLE, mode="bilinear", align_corners=False)
+        return torch.sigmoid(up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.residual(x)).clamp(0.0, 1.0)
