@@ -149,7 +149,7 @@ def photo_server(start_server):
     return start_server(
         PURIFIER_MODELS='["photo-guided"]',
         PURIFIER_WARMUP_SIZES="[224]",
-        PURIFIER_REQUEST_TIMEOUT_S="4",
+        PURIFIER_REQUEST_TIMEOUT_S="5",
     )
 
 
