@@ -48,12 +48,13 @@ def is_ready(url: str) -> bool:
     return httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200
 
 
-def all_models_ready(url: str) -> bool:
+def all_models_ready(url: str, api_key: str | None = None) -> bool:
     """The server serves its default model and every other loaded model has warmed up
-    (they follow the default in the background)."""
+    (they follow the default in the background; /models needs the key when one is set)."""
     if not is_ready(url):
         return False
-    models = httpx.get(f"{url}/models", timeout=1).json()["models"]
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    models = httpx.get(f"{url}/models", headers=headers, timeout=1).json()["models"]
     return all(m["ready"] for m in models if "error" not in m)
 
 
@@ -73,6 +74,7 @@ class Server:
         if "PURIFIER_MODEL_REPOSITORY" not in env and "PURIFIER_MODELS" not in env:
             full_env["PURIFIER_MODELS"] = json.dumps(TEST_SERVER_MODELS)
         self.log = log
+        self.api_key = full_env.get("PURIFIER_API_KEY")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "purifier.cli", "serve", "--port", str(self.port)],
             cwd=REPO,
@@ -85,7 +87,7 @@ class Server:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            return all_models_ready(self.url)
+            return all_models_ready(self.url, self.api_key)
 
         if not wait_for(ready, timeout):
             raise TimeoutError(f"server not ready: {self.log.read_text()[-2000:]}")
