@@ -19,7 +19,6 @@ from service.imaging import (
     from_model_planes,
     open_image,
     pixels_of,
-    plan_tiles,
     stitch,
     to_model_planes,
 )
@@ -30,8 +29,9 @@ from service.state import ModelRuntime, ServiceState
 # 28x28 PNG decodes in tens of microseconds, less than the thread hand-off costs. Small
 # bodies have their header read on the loop to decide; the pool decodes from that header.
 INLINE_CODEC_PIXELS = 64 * 64
-T = TypeVar("T")
 INLINE_BODY_BYTES = 64 * 1024
+
+T = TypeVar("T")
 
 
 def timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
@@ -87,14 +87,7 @@ async def purify_pixels(
 ) -> tuple[np.ndarray, BatchStats]:
     """pixels: float32 (C, H, W) in [0, 1], C = 1 or 3. Returns the same shape."""
     planes = to_model_planes(pixels, runtime.engine.channels)
-    plan = plan_tiles(
-        pixels.shape[1],
-        pixels.shape[2],
-        runtime.tile,
-        runtime.overlap,
-        runtime.multiple,
-        runtime.min_size,
-    )
+    plan = runtime.plan(pixels.shape[1], pixels.shape[2])
     tiles = [cut(plane, plan) for plane in planes]
     flat = [t for plane_tiles in tiles for t in plane_tiles]
     outputs, stats = await runtime.batcher.submit(flat, deadline, ticket)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from service.batcher import DynamicBatcher
 from service.config import Settings
 from service.engine import Engine
+from service.imaging import TilePlan, plan_tiles
 from service.metrics import Metrics
 from service.registry import ModelEntry
 
@@ -25,6 +26,10 @@ class ModelRuntime:
     multiple: int
     overlap: int  # pixels neighbouring tiles share: the receptive field, both ways
     ready: bool = False
+
+    def plan(self, height: int, width: int) -> TilePlan:
+        """How an image of this size is cut into this model's tiles."""
+        return plan_tiles(height, width, self.tile, self.overlap, self.multiple, self.min_size)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from service.config import Settings
-from service.imaging import TilePlan, decode, encode, plan_tiles
+from service.imaging import decode, encode
 from service.state import ModelRuntime
 
 log = logging.getLogger("purifier")
@@ -28,14 +28,9 @@ def warm_shapes(runtime: ModelRuntime, settings: Settings) -> list[tuple[int, in
         (settings.max_batch_size, c, runtime.tile, runtime.tile),
     }
     for size in settings.warmup_sizes:
-        plan = _plan(runtime, settings, size)
+        plan = runtime.plan(size, size)
         shapes.add((1, c, plan.tile_h, plan.tile_w))
     return sorted(shapes)
-
-
-def _plan(runtime: ModelRuntime, settings: Settings, size: int) -> TilePlan:
-    """How a size x size image is cut into tiles."""
-    return plan_tiles(size, size, runtime.tile, runtime.overlap, runtime.multiple, runtime.min_size)
 
 
 def _seed_costs(runtime: ModelRuntime, settings: Settings) -> None:
@@ -49,7 +44,7 @@ def _seed_costs(runtime: ModelRuntime, settings: Settings) -> None:
         if shape[0] == 1:
             runtime.batcher.seed_cost(shape[1:], runtime.engine.time_run(shape))
     if settings.warmup_sizes:
-        plan = _plan(runtime, settings, settings.warmup_sizes[0])
+        plan = runtime.plan(settings.warmup_sizes[0], settings.warmup_sizes[0])
         per_tile = runtime.batcher.image_cost((c, plan.tile_h, plan.tile_w)) or 0.0
         planes = 3 // c  # a one-channel model runs each colour plane on its own
         runtime.batcher.seed_request_cost(per_tile * len(plan.ys) * len(plan.xs) * planes)
