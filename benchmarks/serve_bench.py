@@ -41,17 +41,45 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from benchmarks.servers.codec import decode, encode, input_channels
 from service.engine import cores_per_instance, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "fmnist-nrp"
 ONNX = REPO / "exported_models" / MODEL / "1" / "model.onnx"
 CORES = usable_cores()
+PHOTO_QUALITY = 90  # the test photo's own JPEG quality (a camera's)
 
 
-def test_image(size: int) -> bytes:
-    """A grey PNG: a Fashion-MNIST image at 28, scikit-image's camera at 224."""
-    if size == 28:
+def dims(size: str | int) -> tuple[int, int]:
+    """(width, height) of a --sizes entry: "224" (square) or "640x480"."""
+    width, _, height = str(size).partition("x")
+    return int(width), int(height or width)
+
+
+def pixels(size: str) -> int:
+    width, height = dims(size)
+    return width * height
+
+
+def label(size: str) -> str:
+    width, height = dims(size)
+    return f"{width}x{height}"
+
+
+def test_image(size: str | int, channels: int = 1) -> bytes:
+    """For a grey model, a grey PNG: a Fashion-MNIST image at 28, scikit-image's camera
+    otherwise. For an RGB model, a photo as cameras send them: scikit-image's coffee
+    resized to the size, as a JPEG."""
+    width, height = dims(size)
+    if channels == 3:
+        from skimage import data
+
+        img = Image.fromarray(data.coffee()).resize((width, height), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=PHOTO_QUALITY)
+        return out.getvalue()
+    if (width, height) == (28, 28):
         from training.data import load_fashion_mnist
 
         arr = np.round(load_fashion_mnist("test", limit=1)[0][0, 0].numpy() * 255).astype(np.uint8)
@@ -59,10 +87,20 @@ def test_image(size: int) -> bytes:
     else:
         from skimage import data
 
-        img = Image.fromarray(data.camera()).resize((size, size), Image.Resampling.BILINEAR)
+        img = Image.fromarray(data.camera()).resize((width, height), Image.Resampling.BILINEAR)
     out = io.BytesIO()
     img.save(out, "PNG")
     return out.getvalue()
+
+
+def served_file(model: str, device: str) -> Path:
+    """The file Purifier serves for this model in float32 on the device (the CPU-optimised
+    graph where the card has one): every contender runs the same file."""
+    from service.engine import model_file
+    from service.registry import load_entry
+
+    entry = load_entry(REPO / "exported_models" / model)
+    return model_file(entry, "fp32", on_gpu=device == "gpu")[0]
 
 
 def summarise(latencies: list[float], errors: int, elapsed: float, images: int) -> dict[str, Any]:
@@ -135,12 +173,14 @@ def in_process(
     max_batch: int,
     instances: int = 1,
     device: str = "cpu",
+    onnx: Path = ONNX,
 ) -> dict:
     """The ceiling: `concurrency` images in flight, shared among `instances` worker
     threads (a session each, `threads` onnxruntime threads), each serving its share in
     batches of up to max_batch: decode, run, encode, with nothing in between."""
     instances = min(instances, concurrency)  # one image in flight keeps one worker busy
-    sessions = cpu_sessions(instances, threads, device)
+    sessions = cpu_sessions(instances, threads, device, onnx)
+    channels = input_channels(sessions[0])
     share = -(-concurrency // instances)
     batch = min(share, max_batch)
     # Every image of a batch waited for the whole batch; with more in flight than one
@@ -153,18 +193,11 @@ def in_process(
     def worker(i: int) -> None:
         while time.perf_counter() < end:
             t0 = time.perf_counter()
-            x = np.stack(
-                [
-                    np.asarray(Image.open(io.BytesIO(body)).convert("L"), np.float32)[None] / 255
-                    for _ in range(batch)
-                ]
-            )
+            decoded = [decode(body, channels) for _ in range(batch)]
+            x = np.stack([planes for planes, _ in decoded])
             y = sessions[i].run(["purified"], {"image": x})[0]
-            for plane in y:
-                out = io.BytesIO()
-                Image.fromarray(np.round(np.clip(plane[0], 0, 1) * 255).astype(np.uint8)).save(
-                    out, "PNG"
-                )
+            for planes, (_, fmt) in zip(y, decoded, strict=True):
+                encode(planes, fmt)
             latencies.extend([(time.perf_counter() - t0) * waves] * batch)
             images[i] += batch
 
@@ -172,12 +205,12 @@ def in_process(
     return summarise(latencies, 0, elapsed, sum(images))
 
 
-def cpu_sessions(count: int, threads: int, device: str = "cpu") -> list[Any]:
+def cpu_sessions(count: int, threads: int, device: str = "cpu", onnx: Path = ONNX) -> list[Any]:
     """`count` onnxruntime sessions of the benchmark model, `threads` threads each, on the
     CPU (or on the GPU: device "gpu")."""
     from benchmarks.servers.sessions import open_session
 
-    return [open_session(str(ONNX), threads, device) for _ in range(count)]
+    return [open_session(str(onnx), threads, device) for _ in range(count)]
 
 
 def in_threads(work: Callable[[int], None], count: int) -> float:
@@ -224,7 +257,7 @@ def start(
             log.seek(0)
             tail = log.read().decode(errors="replace")[-1500:]
             raise RuntimeError(f"{cmd} exited with {proc.returncode}:\n{tail}")
-        time.sleep(0.3)
+        time.sleep(0.05)  # the start-up benchmark times readiness by this loop
     stop(proc)
     raise TimeoutError(f"{cmd} not ready")
 
@@ -281,6 +314,8 @@ def server_command(system: str, port: int, args: argparse.Namespace) -> tuple[li
     base = f"http://127.0.0.1:{port}"
     threads = str(args.threads)
     device = getattr(args, "device", "cpu")
+    model = getattr(args, "model", MODEL)
+    onnx = str(getattr(args, "onnx", ONNX))
     if system in PURIFIER_VARIANTS:
         placement = (
             {"PURIFIER_PROVIDERS": '["cuda"]', "PURIFIER_REQUIRE_GPU": "true"}
@@ -302,8 +337,8 @@ def server_command(system: str, port: int, args: argparse.Namespace) -> tuple[li
             "PURIFIER_MAX_QUEUE_SIZE": "4096",
             "PURIFIER_MAX_QUEUE_WAIT_S": "600",
             "PURIFIER_WARMUP_SIZES": "[28, 224]",
-            "PURIFIER_DEFAULT_MODEL": MODEL,
-            "PURIFIER_MODELS": f'["{MODEL}"]',  # every instance of every model holds memory
+            "PURIFIER_DEFAULT_MODEL": model,
+            "PURIFIER_MODELS": f'["{model}"]',  # every instance of every model holds memory
         }
         cmd = [sys.executable, "-m", "purifier.cli", "serve", "--port", str(port)]
         return cmd, env, f"{base}/v2/health/ready"
@@ -312,7 +347,7 @@ def server_command(system: str, port: int, args: argparse.Namespace) -> tuple[li
             sys.executable,
             "-m",
             "benchmarks.servers.naive_server",
-            str(ONNX),
+            onnx,
             str(port),
             threads,
             device,
@@ -323,7 +358,7 @@ def server_command(system: str, port: int, args: argparse.Namespace) -> tuple[li
             sys.executable,
             "-m",
             "benchmarks.servers.litserve_server",
-            str(ONNX),
+            onnx,
             str(port),
             threads,
             str(args.max_batch),
@@ -355,7 +390,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "command": "python -m benchmarks.serve_bench " + " ".join(sys.argv[1:]),
         "device": device_name(args.device),
-        "model": MODEL,
+        "model": args.model,
+        "file": str(args.onnx.relative_to(REPO)),
         "max_batch_size": args.max_batch,
         "max_queue_delay_ms": args.delay_ms,
         "layouts": {},
@@ -364,13 +400,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for size, instances in zip(args.sizes, args.instances, strict=True):
         threads = cores_per_instance(instances)  # as Purifier shares them out
         layout = argparse.Namespace(**{**vars(args), "instances": instances, "threads": threads})
-        results["layouts"][str(size)] = {
+        results["layouts"][label(size)] = {
             "instances": instances,
             "threads": layout.threads,
             "purifier_env": server_command("purifier", 0, layout)[1],
         }
-        body = test_image(size)
-        duration = args.duration_224 if size >= 224 else args.duration_28
+        body = test_image(size, args.channels)
+        duration = args.duration_224 if pixels(size) >= 224 * 224 else args.duration_28
         servers: dict[str, tuple[subprocess.Popen, str, tuple[bytes, dict[str, str]]]] = {}
         try:
             for system in args.systems:
@@ -382,7 +418,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 url = f"http://127.0.0.1:{port}/purify"
                 send = encoded_request(system, body)
                 servers[system] = (proc, url, send)
-                asyncio.run(closed_loop(url, send, 4, 2.0))  # warm-up
+                asyncio.run(closed_loop(url, send, 4, args.warmup_s))  # warm-up
                 pause(proc)
             for c in args.concurrency:
                 for system in args.systems:
@@ -395,13 +431,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             args.max_batch,
                             instances,
                             args.device,
+                            args.onnx,
                         )
                     else:
                         proc, url, send = servers[system]
                         resume(proc)
                         row = asyncio.run(closed_loop(url, send, c, duration))
                         pause(proc)
-                    row.update({"system": system, "size": size, "concurrency": c})
+                    row.update({"system": system, "size": label(size), "concurrency": c})
                     results["runs"].append(row)
                     print(json.dumps(row), flush=True)
         finally:
@@ -412,14 +449,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        f"Closed-loop load, {results['device']}; model {results['model']}; "
+        f"Closed-loop load, {results['device']}; model {results['model']} "
+        f"({results.get('file', 'model.onnx')} for every system); "
         f"batch {results['max_batch_size']}, "
         f"delay {results['max_queue_delay_ms']} ms. `{results['command']}`",
         "",
     ]
     for size, layout in results.get("layouts", {}).items():
         lines.append(
-            f"- {size}x{size}: every system runs {layout['instances']} model instance(s) x "
+            f"- {size}: every system runs {layout['instances']} model instance(s) x "
             f"{layout['threads']} onnxruntime thread(s)"
         )
     lines.append("")
@@ -429,7 +467,9 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     systems = dict.fromkeys(r["system"] for r in results["runs"])
     order = {system: i for i, system in enumerate(systems)}
-    rows = sorted(results["runs"], key=lambda r: (r["size"], order[r["system"]], r["concurrency"]))
+    rows = sorted(
+        results["runs"], key=lambda r: (pixels(r["size"]), order[r["system"]], r["concurrency"])
+    )
     for r in rows:
         lines.append(
             f"| {r['size']} | {r['system']} | {r['concurrency']} | {r['throughput']} | "
@@ -441,7 +481,7 @@ def markdown(results: dict[str, Any]) -> str:
         "p99 <= 2.5 x p50):",
         "",
     ]
-    for size in sorted({r["size"] for r in results["runs"]}):
+    for size in sorted({r["size"] for r in results["runs"]}, key=pixels):
         at = {
             r["system"]: r for r in results["runs"] if r["size"] == size and r["concurrency"] == 32
         }
@@ -463,7 +503,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = sorted({r["size"] for r in results["runs"]})
+    sizes = sorted({r["size"] for r in results["runs"]}, key=pixels)
     fig, axes = plt.subplots(2, len(sizes), figsize=(6 * len(sizes), 8), squeeze=False)
     for col, size in enumerate(sizes):
         for system in dict.fromkeys(r["system"] for r in results["runs"]):
@@ -471,8 +511,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
             cs = [r["concurrency"] for r in rows]
             axes[0, col].plot(cs, [r["throughput"] for r in rows], marker="o", label=system)
             axes[1, col].plot(cs, [r["p99_ms"] for r in rows], marker="o", label=system)
-        axes[0, col].set_title(f"{size}x{size}: throughput (images/s)")
-        axes[1, col].set_title(f"{size}x{size}: p99 latency (ms)")
+        axes[0, col].set_title(f"{size}: throughput (images/s)")
+        axes[1, col].set_title(f"{size}: p99 latency (ms)")
         for ax in axes[:, col]:
             ax.set_xscale("log", base=2)
             ax.set_xlabel("concurrency")
@@ -493,7 +533,18 @@ def main() -> None:
         "to serve_bench_gpu.*",
     )
     parser.add_argument("--systems", nargs="+", default=None)
-    parser.add_argument("--sizes", nargs="+", type=int, default=[28, 224])
+    parser.add_argument(
+        "--model", default=MODEL, help="an exported model; photo-guided: 640x480 JPEG photos"
+    )
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=None,
+        help='"224" (square) or "640x480" (default: '
+        "28 224 for a grey model, 640x480 for an RGB one)",
+    )
+    parser.add_argument("--warmup-s", type=float, default=2.0)
+    parser.add_argument("--stem", default=None, help="results file name (default by device)")
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32, 64])
     parser.add_argument("--duration-28", type=float, default=10.0)
     parser.add_argument("--duration-224", type=float, default=20.0)
@@ -510,19 +561,25 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
+    args.onnx = served_file(args.model, args.device)
+    from benchmarks.servers.sessions import open_session
+
+    args.channels = input_channels(open_session(str(args.onnx), 1))
+    if args.sizes is None:
+        args.sizes = ["640x480"] if args.channels == 3 else ["28", "224"]
     if args.systems is None:
         cpu_systems = ["in_process", "purifier", "naive_fastapi", "litserve"]
         args.systems = GPU_SYSTEMS if args.device == "gpu" else cpu_systems
     if args.instances is None:  # one GPU instance: the GPU runs one batch at a time anyway
         args.instances = [
-            1 if args.device == "gpu" or size >= 224 else CORES for size in args.sizes
+            1 if args.device == "gpu" or pixels(size) >= 224 * 224 else CORES for size in args.sizes
         ]
     if len(args.instances) == 1:
         args.instances *= len(args.sizes)
     if len(args.instances) != len(args.sizes):
         parser.error("give one --instances value, or one per size")
     results = run(args)
-    stem = "serve_bench_gpu" if args.device == "gpu" else "serve_bench"
+    stem = args.stem or ("serve_bench_gpu" if args.device == "gpu" else "serve_bench")
     write_report(args.out, stem, results, markdown(results))
     plot(results, args.out / f"{stem}.png")
 

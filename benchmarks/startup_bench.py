@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from benchmarks.serve_bench import REPO, free_port, stop, write_report
+from benchmarks.serve_bench import REPO, free_port, start, stop, write_report
 
 
 def coffee_png(size: int = 224) -> bytes:
@@ -40,42 +40,24 @@ def coffee_png(size: int = 224) -> bytes:
 
 def start_and_time(timeout: float = 300) -> tuple[Any, str, float, float]:
     """(process, base URL, seconds to ready, seconds to every model ready)."""
-    import os
-    import subprocess
     import sys
-    import tempfile
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - open as long as the server runs
+    cmd = [sys.executable, "-m", "purifier.cli", "serve", "--port", str(port)]
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "purifier.cli", "serve", "--port", str(port)],
-        cwd=REPO,
-        env=dict(os.environ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    ready = everything = None
-    while time.perf_counter() - started < timeout and everything is None:
-        if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"server exited: {log.read().decode(errors='replace')[-1500:]}")
+    proc = start(cmd, {}, f"{base}/v2/health/ready", timeout)
+    ready = time.perf_counter() - started
+    while time.perf_counter() - started < timeout:
         try:
-            if ready is None and httpx.get(f"{base}/v2/health/ready", timeout=1).is_success:
-                ready = time.perf_counter() - started
-            if ready is not None:
-                models = httpx.get(f"{base}/models", timeout=1).json()["models"]
-                if all(m["ready"] for m in models if "error" not in m):
-                    everything = time.perf_counter() - started
+            models = httpx.get(f"{base}/models", timeout=1).json()["models"]
+            if all(m["ready"] for m in models if "error" not in m):
+                return proc, base, ready, time.perf_counter() - started
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
-    if ready is None or everything is None:
-        stop(proc)
-        raise TimeoutError(f"not ready within {timeout} s")
-    return proc, base, ready, everything
+    stop(proc)
+    raise TimeoutError(f"not every model ready within {timeout} s")
 
 
 async def burst(base: str, body: bytes, count: int) -> list[tuple[int | str, float]]:

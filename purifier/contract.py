@@ -5,8 +5,10 @@ neither imports the other. Numpy-free and torch-free, so that `purifier serve` i
 where neither training nor torch is installed.
 
 Layout (a Triton model repository): NAME/config.pbtxt and NAME/VERSION/{model.onnx,
-model.fp16.onnx, card.json}. One float32 NCHW input `image` in [0, 1], one output
-`purified` of the same shape and range; N, H and W dynamic, C fixed.
+card.json} and, where the card lists them, the variants model.fp16.onnx (GPUs),
+model.cpu.onnx (onnxruntime's CPU-optimised graph) and model.int8.onnx (quantised).
+One float32 NCHW input `image` in [0, 1], one output `purified` of the same shape and
+range; N, H and W dynamic, C fixed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "purified"
 MODEL_FILE = "model.onnx"
 FP16_MODEL_FILE = "model.fp16.onnx"
+CPU_MODEL_FILE = "model.cpu.onnx"
+INT8_MODEL_FILE = "model.int8.onnx"
+# card.json section -> the variant file it describes ({"file", "sha256", ...}).
+VARIANT_FILES = {"fp16": FP16_MODEL_FILE, "cpu_graph": CPU_MODEL_FILE, "int8": INT8_MODEL_FILE}
 CARD_FILE = "card.json"
 TRITON_CONFIG_FILE = "config.pbtxt"
 OPSET = 17

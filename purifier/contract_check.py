@@ -19,6 +19,7 @@ from purifier.contract import (
     OUTPUT_NAME,
     REQUIRED_CARD_FIELDS,
     TRITON_CONFIG_FILE,
+    VARIANT_FILES,
     sha256_of,
 )
 
@@ -53,6 +54,7 @@ def findings(folder: Path, version: str | None = None) -> list[str]:
         if needle not in pbtxt:
             problems.append(f"{TRITON_CONFIG_FILE} lacks {needle!r}")
 
+    problems += variant_findings(vdir, card)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
@@ -78,6 +80,29 @@ def findings(folder: Path, version: str | None = None) -> list[str]:
             problems.append(f"output shape {y.shape} for input {x.shape}")
         elif y.min() < 0 or y.max() > 1 or not np.isfinite(y).all():
             problems.append(f"output outside [0, 1] or not finite: [{y.min():.3f}, {y.max():.3f}]")
+    return problems
+
+
+def variant_findings(vdir: Path, card: dict) -> list[str]:
+    """Each variant the card lists (fp16, cpu_graph, int8) exists, matches its sha256 and
+    keeps model.onnx's float32 `image` -> `purified` interface."""
+    import onnxruntime as ort
+
+    problems = []
+    for section, default in VARIANT_FILES.items():
+        record = card.get(section)
+        if not isinstance(record, dict):
+            continue
+        path = vdir / str(record.get("file", default))
+        if not path.exists():
+            problems.append(f"card lists {section} but {path} is missing")
+            continue
+        if record.get("sha256") != sha256_of(path):
+            problems.append(f"card {section}.sha256 != {path.name} {sha256_of(path)}")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        io = [(a.name, a.type) for a in (*session.get_inputs(), *session.get_outputs())]
+        if io != [(INPUT_NAME, "tensor(float)"), (OUTPUT_NAME, "tensor(float)")]:
+            problems.append(f"{path.name}: inputs/outputs {io}, want float32 image -> purified")
     return problems
 
 

@@ -46,10 +46,11 @@ class Settings(BaseSettings):
         description="onnxruntime worker threads busy-wait between runs (steals CPU "
         "from decode/encode and from a neighbouring model container)",
     )
-    precision: Literal["auto", "fp32", "fp16"] = Field(
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         "auto",
         description="auto: model.fp16.onnx where the model has one and runs on a GPU, "
-        "model.onnx otherwise; fp16 insists on the half-precision file",
+        "float32 otherwise (model.cpu.onnx, the CPU-optimised graph, on a CPU where "
+        "written); fp16 and int8 insist on the half-precision or quantised file",
     )
     io_binding: bool = Field(
         False,

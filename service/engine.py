@@ -37,17 +37,31 @@ class GPURequiredError(RuntimeError):
 
 
 def model_file(entry: ModelEntry, precision: str, on_gpu: bool) -> tuple[Path, str]:
-    """(file, "fp32" | "fp16"): the half-precision model where asked for, or under
-    "auto" where the model has one and a GPU provider is first in line."""
-    if precision == "fp16":
-        if entry.fp16_path is None:
+    """(file, "fp32" | "fp16" | "int8"): the half-precision or quantised model where asked
+    for; the half-precision one under "auto" on a GPU. Float32 on a CPU is the card's
+    CPU-optimised graph (model.cpu.onnx) where written by this onnxruntime version: its
+    fusions are the ones a session would make, done once at export."""
+    if precision in ("fp16", "int8"):
+        path = entry.fp16_path if precision == "fp16" else entry.int8_path
+        if path is None:
             raise ModelLoadError(
-                f"model {entry.name}: PURIFIER_PRECISION=fp16 but its card lists no "
-                "model.fp16.onnx (purifier export writes one)"
+                f"model {entry.name}: PURIFIER_PRECISION={precision} but its card lists no "
+                f"model.{precision}.onnx (purifier export writes one)"
             )
-        return entry.fp16_path, "fp16"
+        return path, precision
     if precision == "auto" and on_gpu and entry.fp16_path is not None:
         return entry.fp16_path, "fp16"
+    if not on_gpu and entry.cpu_graph_path is not None:
+        written_by = entry.card["cpu_graph"].get("onnxruntime")
+        if written_by == ort.__version__:
+            return entry.cpu_graph_path, "fp32"
+        log.warning(
+            "model %s: %s was optimised by onnxruntime %s, this is %s: serving model.onnx",
+            entry.name,
+            entry.cpu_graph_path.name,
+            written_by,
+            ort.__version__,
+        )
     return entry.onnx_path, "fp32"
 
 
@@ -116,7 +130,7 @@ class Engine:
         self.provider = first_session.get_providers()[0]
         if self.precision == "fp16" and settings.precision == "auto" and not self.on_gpu:
             # CUDA was installed but could not start: the CPU runs float32 faster.
-            path, self.precision = entry.onnx_path, "fp32"
+            path, self.precision = model_file(entry, "fp32", on_gpu=False)
             first_session = self._open(path, options, providers, 1)[0]
         rest = self._open(path, options, providers, settings.instances - 1)
         self.sessions = [first_session, *rest]

@@ -1,6 +1,6 @@
 """The model registry: finds exported_models/<name>/<version>/{model.onnx, card.json}
-(and model.fp16.onnx where the card lists one), picks the highest version, and refuses a
-model whose files' sha256 differ from its card."""
+(and the variants the card lists: model.fp16.onnx, model.cpu.onnx, model.int8.onnx),
+picks the highest version, and refuses a model whose files' sha256 differ from its card."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from purifier.contract import CARD_FILE, FP16_MODEL_FILE, MODEL_FILE, sha256_of
+from purifier.contract import CARD_FILE, MODEL_FILE, VARIANT_FILES, sha256_of
 
 
 class ModelLoadError(RuntimeError):
@@ -23,6 +23,8 @@ class ModelEntry:
     onnx_path: Path
     card: dict[str, Any]
     fp16_path: Path | None = None  # the half-precision model, when exported
+    cpu_graph_path: Path | None = None  # onnxruntime's CPU-optimised graph, when exported
+    int8_path: Path | None = None  # the statically quantised model, when exported
 
     @property
     def channels(self) -> int:
@@ -44,14 +46,23 @@ def load_entry(model_dir: Path, version: int | None = None) -> ModelEntry:
     except json.JSONDecodeError as err:
         raise ModelLoadError(f"{card_path} is not valid JSON: {err}") from err
     _check_sha256(onnx_path, card.get("sha256"), card_path)
-    fp16 = card.get("fp16")
-    fp16_path = None
-    if isinstance(fp16, dict):
-        fp16_path = vdir / str(fp16.get("file", FP16_MODEL_FILE))
-        if not fp16_path.exists():
-            raise ModelLoadError(f"missing {fp16_path} (listed in {card_path})")
-        _check_sha256(fp16_path, fp16.get("sha256"), card_path)
-    return ModelEntry(model_dir.name, chosen, onnx_path, card, fp16_path)
+    variants = {
+        f"{section}_path": _variant_path(vdir, card, section, card_path)
+        for section in VARIANT_FILES
+    }
+    return ModelEntry(model_dir.name, chosen, onnx_path, card, **variants)
+
+
+def _variant_path(vdir: Path, card: dict[str, Any], section: str, card_path: Path) -> Path | None:
+    """The variant file the card's `section` lists (checked like model.onnx), or None."""
+    record = card.get(section)
+    if not isinstance(record, dict):
+        return None
+    path = vdir / str(record.get("file", VARIANT_FILES[section]))
+    if not path.exists():
+        raise ModelLoadError(f"missing {path} (listed in {card_path})")
+    _check_sha256(path, record.get("sha256"), card_path)
+    return path
 
 
 def _check_sha256(path: Path, expected: object, card_path: Path) -> None:

@@ -58,3 +58,29 @@ def test_the_methods_page_shows_the_generated_methods_table():
     readme = (REPO / "docs" / "methods.md").read_text()
     generated = (REPO / "results/fmnist_methods/methods.md").read_text()
     assert generated in readme
+
+
+def _card(model_dir: Path) -> dict:
+    return json.loads((model_dir / "1" / "card.json").read_text())
+
+
+QUANTISED = [d for d in MODEL_DIRS if "int8" in _card(d)]
+
+
+@pytest.mark.parametrize("model_dir", QUANTISED, ids=lambda p: p.name)
+def test_the_int8_section_is_the_measured_table_of_this_very_file(model_dir: Path):
+    """Issue 25: an INT8 model carries its agreement and fooling rates against FP32, as
+    the table measured them with this file (and this model.onnx) as the columns."""
+    from purifier.contract import sha256_of
+    from training.export.int8 import int8_summary
+
+    card = _card(model_dir)
+    summary = card["int8"]["evaluation"]
+    config_path = next(a for a in summary["command"].split() if a.endswith(".yaml"))
+    config = yaml.safe_load((REPO / config_path).read_text())
+    weights = {k: REPO / config["defenses"][k]["weights"] for k in ("fp32", "int8")}
+    assert sha256_of(weights["int8"]) == card["int8"]["sha256"]
+    assert sha256_of(weights["fp32"]) == card["sha256"]
+    table = json.loads((REPO / config["output_dir"] / "table.json").read_text())
+    assert int8_summary(table) == summary
+    assert summary["num_images"] >= 200

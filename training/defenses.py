@@ -80,6 +80,23 @@ def total_variation(weight: float = 0.1, max_num_iter: int = 200) -> Defense:
     return apply
 
 
+def onnx_model(weights: str) -> Defense:
+    """An exported purifier file as the service runs it: onnxruntime on the CPU (model.onnx,
+    model.cpu.onnx or model.int8.onnx). Not differentiable: transfer rows only. The
+    file is named `weights` so that cached cells are keyed by its content."""
+    import onnxruntime as ort
+
+    from purifier.contract import INPUT_NAME, OUTPUT_NAME
+
+    session = ort.InferenceSession(weights, providers=["CPUExecutionProvider"])
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        feed = {INPUT_NAME: x.detach().cpu().numpy().astype(np.float32)}
+        return torch.from_numpy(session.run([OUTPUT_NAME], feed)[0]).to(x.device)
+
+    return apply
+
+
 class PurifierDefense(nn.Module):
     """A purifier network as a defense; differentiable, so white-box attacks go through it."""
 
@@ -99,6 +116,7 @@ BASELINES: dict[str, Callable[..., Defense]] = {
     "bit_depth": bit_depth,
     "median": median,
     "tv": total_variation,
+    "onnx": onnx_model,
 }
 
 

@@ -1,5 +1,5 @@
 """Baseline (d): LitServe serving the same ONNX model with the same batch size and delay.
-Requests: JSON {"image": base64 PNG}.
+Requests: JSON {"image": base64 image file}; answers in the upload's format.
 
 Run: python -m benchmarks.servers.litserve_server MODEL.onnx PORT THREADS MAX_BATCH DELAY_S \
         WORKERS [cpu|gpu]
@@ -10,15 +10,16 @@ Run: python -m benchmarks.servers.litserve_server MODEL.onnx PORT THREADS MAX_BA
 # object to decide how to parse the body.
 
 import base64
-import io
 import sys
 
 import litserve as ls
 import numpy as np
 from fastapi import Request, Response
-from PIL import Image
 
+from benchmarks.servers.codec import decode, encode, input_channels, media_type
 from benchmarks.servers.sessions import open_session
+
+Planes = tuple[np.ndarray, str]  # (C, H, W) in [0, 1], and the format to answer in
 
 
 class PurifierAPI(ls.LitAPI):
@@ -36,27 +37,26 @@ class PurifierAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         # onnxruntime picks the GPU itself; LitServe's `device` names its worker's slot.
         self.session = open_session(self.onnx_path, self.threads, self.on)
+        self.channels = input_channels(self.session)
 
-    def decode_request(self, request: Request) -> np.ndarray:
+    def decode_request(self, request: Request) -> Planes:
         # LitServe hands the parsed body to its inference process through a pickling
         # queue; uploaded files do not pickle, so images come as base64 in JSON.
-        data = base64.b64decode(request["image"])
-        img = Image.open(io.BytesIO(data)).convert("L")
-        return np.asarray(img, np.float32)[None] / 255.0
+        return decode(base64.b64decode(request["image"]), self.channels)
 
-    def batch(self, inputs: list[np.ndarray]) -> np.ndarray:
-        return np.stack(inputs)
+    def batch(self, inputs: list[Planes]) -> tuple[np.ndarray, list[str]]:
+        return np.stack([x for x, _ in inputs]), [fmt for _, fmt in inputs]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(["purified"], {"image": x})[0]
+    def predict(self, batch: tuple[np.ndarray, list[str]]) -> tuple[np.ndarray, list[str]]:
+        x, formats = batch
+        return self.session.run(["purified"], {"image": x})[0], formats
 
-    def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
-        return list(output)
+    def unbatch(self, output: tuple[np.ndarray, list[str]]) -> list[Planes]:
+        return list(zip(output[0], output[1], strict=True))
 
-    def encode_response(self, output: np.ndarray) -> Response:
-        out = io.BytesIO()
-        Image.fromarray(np.round(np.clip(output[0], 0, 1) * 255).astype(np.uint8)).save(out, "PNG")
-        return Response(out.getvalue(), media_type="image/png")
+    def encode_response(self, output: Planes) -> Response:
+        planes, fmt = output
+        return Response(encode(planes, fmt), media_type=media_type(fmt))
 
 
 if __name__ == "__main__":

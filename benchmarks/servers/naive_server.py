@@ -5,20 +5,19 @@ Run: python -m benchmarks.servers.naive_server MODEL.onnx PORT THREADS [cpu|gpu]
 
 from __future__ import annotations
 
-import io
 import sys
 from typing import Annotated
 
-import numpy as np
 import uvicorn
 from fastapi import FastAPI, File, Response, UploadFile
-from PIL import Image
 
+from benchmarks.servers.codec import decode, encode, input_channels, media_type
 from benchmarks.servers.sessions import open_session
 
 
 def create_app(onnx_path: str, threads: int, device: str = "cpu") -> FastAPI:
     session = open_session(onnx_path, threads, device)
+    channels = input_channels(session)
     app = FastAPI()
 
     @app.get("/ready")
@@ -27,12 +26,9 @@ def create_app(onnx_path: str, threads: int, device: str = "cpu") -> FastAPI:
 
     @app.post("/purify")
     def purify(image: Annotated[UploadFile, File()]) -> Response:  # sync: runs in the threadpool
-        img = Image.open(io.BytesIO(image.file.read())).convert("L")
-        x = np.asarray(img, np.float32)[None, None] / 255.0
-        y = session.run(["purified"], {"image": x})[0][0, 0]
-        out = io.BytesIO()
-        Image.fromarray(np.round(np.clip(y, 0, 1) * 255).astype(np.uint8)).save(out, "PNG")
-        return Response(out.getvalue(), media_type="image/png")
+        x, fmt = decode(image.file.read(), channels)
+        y = session.run(["purified"], {"image": x[None]})[0][0]
+        return Response(encode(y, fmt), media_type=media_type(fmt))
 
     return app
 

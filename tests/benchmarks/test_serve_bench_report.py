@@ -67,3 +67,29 @@ def report(size: int, throughputs: dict[str, float], p99: float) -> str:
             "runs": runs,
         }
     )
+
+
+def test_sizes_are_squares_or_width_x_height():
+    from benchmarks.serve_bench import dims, label, pixels
+
+    assert dims("224") == (224, 224) and dims(28) == (28, 28) and dims("640x480") == (640, 480)
+    assert label("224") == "224x224" and pixels("640x480") == 307200
+
+
+def test_the_contenders_answer_a_photo_as_purifier_does():
+    """Same format back (a JPEG as a JPEG, at Purifier's default quality), RGB planes."""
+    import io
+
+    from PIL import Image
+
+    from benchmarks.serve_bench import test_image
+    from benchmarks.servers.codec import JPEG_QUALITY, decode, encode
+    from service.config import Settings
+
+    assert Settings().jpeg_quality == JPEG_QUALITY
+    planes, fmt = decode(test_image("64x48", channels=3), 3)
+    assert planes.shape == (3, 48, 64) and planes.dtype.name == "float32" and fmt == "JPEG"
+    back = Image.open(io.BytesIO(encode(planes, fmt)))
+    assert (back.format, back.mode, back.size) == ("JPEG", "RGB", (64, 48))
+    grey, fmt = decode(test_image(28), 1)
+    assert grey.shape == (1, 28, 28) and fmt == "PNG"

@@ -43,14 +43,44 @@ def fmnist_nrp():
 def test_precision_picks_the_half_precision_file_only_where_it_pays():
     entry = fmnist_nrp()
     assert entry.fp16_path is not None and entry.fp16_path.name == "model.fp16.onnx"
-    assert model_file(entry, "auto", on_gpu=False) == (entry.onnx_path, "fp32")
+    assert entry.cpu_graph_path is not None and entry.cpu_graph_path.name == "model.cpu.onnx"
+    assert model_file(entry, "auto", on_gpu=False) == (entry.cpu_graph_path, "fp32")
     assert model_file(entry, "auto", on_gpu=True) == (entry.fp16_path, "fp16")
     assert model_file(entry, "fp32", on_gpu=True) == (entry.onnx_path, "fp32")
+    assert model_file(entry, "fp32", on_gpu=False) == (entry.cpu_graph_path, "fp32")
     assert model_file(entry, "fp16", on_gpu=False) == (entry.fp16_path, "fp16")
-    without = dataclasses.replace(entry, fp16_path=None)
+    without = dataclasses.replace(entry, fp16_path=None, cpu_graph_path=None)
     assert model_file(without, "auto", on_gpu=True) == (entry.onnx_path, "fp32")
+    assert model_file(without, "auto", on_gpu=False) == (entry.onnx_path, "fp32")
     with pytest.raises(ModelLoadError, match=r"model\.fp16\.onnx"):
         model_file(without, "fp16", on_gpu=True)
+
+
+def test_the_cpu_graph_is_served_only_under_the_onnxruntime_that_wrote_it(caplog):
+    entry = fmnist_nrp()
+    card = {**entry.card, "cpu_graph": {**entry.card["cpu_graph"], "onnxruntime": "0.0.1"}}
+    other = dataclasses.replace(entry, card=card)
+    with caplog.at_level("WARNING", logger="purifier.engine"):
+        assert model_file(other, "auto", on_gpu=False) == (entry.onnx_path, "fp32")
+    assert "onnxruntime 0.0.1" in caplog.text
+
+
+def test_the_cpu_graph_engine_gives_model_onnx_s_output():
+    entry = fmnist_nrp()
+    graph = Engine(entry, Settings(intra_op_threads=1))
+    plain = Engine(dataclasses.replace(entry, cpu_graph_path=None), Settings(intra_op_threads=1))
+    batch = np.random.default_rng(2).random((2, 1, 28, 28), np.float32)
+    np.testing.assert_allclose(graph.run(batch), plain.run(batch), atol=1e-5)
+
+
+def test_int8_is_served_only_when_asked_for_and_only_if_exported():
+    entry = fmnist_nrp()
+    int8 = entry.onnx_path.with_name("model.int8.onnx")
+    quantised = dataclasses.replace(entry, int8_path=int8)
+    assert model_file(quantised, "auto", on_gpu=False)[1] == "fp32"
+    assert model_file(quantised, "int8", on_gpu=False) == (int8, "int8")
+    with pytest.raises(ModelLoadError, match=r"PURIFIER_PRECISION=int8 .*model\.int8\.onnx"):
+        model_file(dataclasses.replace(entry, int8_path=None), "int8", on_gpu=False)
 
 
 def test_a_forced_half_precision_engine_agrees_with_float32_within_one_level():

@@ -157,3 +157,73 @@ def test_a_half_precision_model_past_the_tolerance_is_not_written(exported, monk
     with pytest.raises(fp16.FP16ParityError, match="from float32"):
         fp16.add_fp16(exported, [np.random.default_rng(0).random((2, 1, 28, 28), np.float32)])
     assert not list(exported.glob("model.fp16.onnx*"))
+
+
+def test_export_writes_onnxruntime_s_cpu_graph_for_the_serving_version(exported):
+    card = json.loads((exported / "card.json").read_text())
+    record = card["cpu_graph"]
+    path = exported / record["file"]
+    assert path.name == "model.cpu.onnx"
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["onnxruntime"] == ort.__version__ and record["level"] == "extended"
+    assert record["parity_max_abs_diff_vs_fp32"] <= 1e-4
+    ops = {node.op_type for node in onnx.load(path).graph.node}
+    assert "FusedConv" in ops  # onnxruntime's fusions, not a copy of model.onnx
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((2, 1, 36, 52), dtype=np.float32)
+    assert session.run(None, {"image": x})[0].shape == x.shape  # dynamic N, H, W kept
+
+
+def test_the_int8_variant_is_quantised_calibrated_and_recorded(exported, nrp_config):
+    from training.export.int8 import add_int8
+
+    nrp_config["data"]["train_limit"] = 64
+    inputs = [np.random.default_rng(0).random((2, 1, 28, 28), np.float32)]
+    record = add_int8(exported, inputs, nrp_config)
+    path = exported / "model.int8.onnx"
+    card = json.loads((exported / "card.json").read_text())
+    assert card["int8"] == record and record["file"] == path.name
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["calibration"]["split"] == "train"
+    assert 0 < record["parity_mean_abs_diff_vs_fp32"] <= 2 / 255
+    model = onnx.load(path)
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+    weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights, "no int8 weights"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (image,), (purified,) = session.get_inputs(), session.get_outputs()
+    assert (image.type, purified.type) == ("tensor(float)", "tensor(float)")
+
+
+def test_an_int8_model_past_its_tolerance_is_not_written(exported, nrp_config, monkeypatch):
+    import training.export.int8 as int8
+
+    nrp_config["data"]["train_limit"] = 16
+    monkeypatch.setattr(int8, "CALIBRATION", {**int8.CALIBRATION, "crops": 16})
+    monkeypatch.setattr(int8, "INT8_MEAN_TOLERANCE", 1e-9)
+    with pytest.raises(int8.VariantParityError, match="mean abs diff"):
+        int8.add_int8(
+            exported, [np.random.default_rng(0).random((1, 1, 28, 28), np.float32)], nrp_config
+        )
+    assert not list(exported.glob("model.int8.onnx*"))
+    assert "int8" not in json.loads((exported / "card.json").read_text())
+
+
+def test_the_int8_summary_puts_float32_beside_int8():
+    from training.export.int8 import int8_summary
+
+    rows = [
+        {"attack": "clean", "error": {"none": 0.0, "fp32": 2.0, "int8": 3.5}},
+        {"attack": "PGD-10 16/255", "error": {"none": 100.0, "fp32": 60.0, "int8": 64.0}},
+    ]
+    result = {
+        "command": "purifier eval x.yaml",
+        "num_images": 200,
+        "data": {},
+        "device": "cpu",
+        "targets": {"mobilenet_v2": {"rows": rows}},
+    }
+    summary = int8_summary(result)["targets"]["mobilenet_v2"]
+    assert summary["clean_agreement"] == {"fp32": 98.0, "int8": 96.5}
+    assert summary["fooling"]["PGD-10 16/255"] == {"none": 100.0, "fp32": 60.0, "int8": 64.0}

@@ -2,8 +2,9 @@
 against torch, the Triton config, and card.json written from the measured evaluation.
 
 Layout written: OUTPUT_ROOT/NAME/config.pbtxt and OUTPUT_ROOT/NAME/VERSION/{model.onnx,
-model.fp16.onnx, card.json}. Input `image` and output `purified`: float32 NCHW in [0, 1],
-N/H/W dynamic (also for the half-precision model: training.fp16).
+model.fp16.onnx, model.cpu.onnx, card.json}, and model.int8.onnx where the config's
+`export.int8` is true (training.export.int8). Input `image` and output `purified`:
+float32 NCHW in [0, 1], N/H/W dynamic, in every variant (training.export.variant).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from purifier.contract import MODEL_FILE, TRITON_CONFIG_FILE
 from training.config import load_config
 from training.export.card import build_card, write_card
+from training.export.cpu_graph import add_cpu_graph
 from training.export.fp16 import add_fp16
 from training.export.graph import (
     PARITY_TOLERANCE,
@@ -61,11 +63,18 @@ def export_from_config(
     card = build_card(config, net, onnx_path, version, parity, result, radius)
     write_card(version_dir, card)
     (model_dir / TRITON_CONFIG_FILE).write_text(triton_config(config["name"], channels))
-    fp16 = add_fp16(version_dir, [x.numpy() for x in inputs])
+    arrays = [x.numpy() for x in inputs]
+    variants = [add_fp16(version_dir, arrays), add_cpu_graph(version_dir, arrays)]
+    if config.get("export", {}).get("int8"):
+        from training.export.int8 import add_int8
+
+        variants.append(add_int8(version_dir, arrays, config))
     print(
         f"exported {onnx_path} (parity {parity:.1e}, receptive field {radius} px, "
-        f"{card['params']} params, "
-        f"{card['gflops_at_224']} GFLOPs at 224) and {fp16['file']} "
-        f"(within {fp16['parity_max_abs_diff_vs_fp32']:.1e} of float32)"
+        f"{card['params']} params, {card['gflops_at_224']} GFLOPs at 224) and "
+        + ", ".join(
+            f"{v['file']} (within {v['parity_max_abs_diff_vs_fp32']:.1e} of float32)"
+            for v in variants
+        )
     )
     return version_dir
