@@ -26,11 +26,9 @@ from typing import Any
 import httpx
 
 from benchmarks.serve_bench import (
-    MODEL,
     REPO,
     closed_loop,
     encoded_request,
-    request_kwargs,
     start_purifier,
     stop,
     test_image,
@@ -43,22 +41,34 @@ def rss_mb(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
 
 
-def pending(base: str) -> float:
+def pending(base: str, model: str) -> float:
     text = httpx.get(f"{base}/metrics", timeout=5).text
-    match = re.search(rf'^purifier_pending_requests{{model="{MODEL}"}} ([0-9.]+)$', text, re.M)
+    match = re.search(rf'^purifier_pending_requests{{model="{model}"}} ([0-9.]+)$', text, re.M)
     return float(match.group(1)) if match else float("nan")
 
 
-async def open_loop(url: str, send: dict, rate: float, duration: float, log: list) -> None:
-    """Start one request every 1/rate seconds, whatever happens to the earlier ones."""
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=2000)) as client:
+async def open_loop(
+    url: str, send: tuple[bytes, dict[str, str]], rate: float, duration: float, log: list
+) -> None:
+    """Start one request every 1/rate seconds, whatever happens to the earlier ones.
+    aiohttp with the body encoded once: the generator shares the 2 cores with the
+    server, and httpx, which builds a multipart body per request, spent more CPU per
+    request than a refusal costs the server (at 5x the default model's capacity, 92
+    requests/s, its own backlog reached minutes and every latency measured it)."""
+    import aiohttp
+
+    payload, headers = send
+    connector = aiohttp.TCPConnector(limit=0)  # no client-side cap: open loop
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
 
         async def one(t_start: float) -> None:
             t0 = time.perf_counter()
             try:
-                r = await client.post(url, **send)
-                status = r.status_code
-            except httpx.HTTPError as err:
+                async with client.post(url, data=payload, headers=headers) as r:
+                    await r.read()
+                    status: int | str = r.status
+            except (TimeoutError, aiohttp.ClientError) as err:
                 status = type(err).__name__
             log.append({"t": t0 - t_start, "status": status, "latency": time.perf_counter() - t0})
 
@@ -72,14 +82,14 @@ async def open_loop(url: str, send: dict, rate: float, duration: float, log: lis
         await asyncio.gather(*tasks)
 
 
-async def sample(pid: int, base: str, until: float, samples: list) -> None:
+async def sample(pid: int, base: str, model: str, until: float, samples: list) -> None:
     t_start = time.perf_counter()
     while time.perf_counter() < until:
         samples.append(
             {
                 "t": round(time.perf_counter() - t_start, 1),
                 "rss_mb": round(rss_mb(pid), 1),
-                "pending": await asyncio.to_thread(pending, base),
+                "pending": await asyncio.to_thread(pending, base, model),
             }
         )
         await asyncio.sleep(1.0)
@@ -96,10 +106,18 @@ def phase_summary(log: list[dict]) -> dict[str, Any]:
     return out
 
 
-async def scenario(url: str, base: str, pid: int, send: dict, args, capacity: float) -> dict:
+async def scenario(
+    url: str,
+    base: str,
+    model: str,
+    pid: int,
+    send: tuple[bytes, dict[str, str]],
+    args,
+    capacity: float,
+) -> dict:
     overload, recovery, samples = [], [], []
     total = args.duration + args.recovery + 5
-    sampler = asyncio.create_task(sample(pid, base, time.perf_counter() + total, samples))
+    sampler = asyncio.create_task(sample(pid, base, model, time.perf_counter() + total, samples))
     # The recovery phase starts when the burst stops sending, not when its last answer
     # arrives: its latencies show how long the burst's backlog lasts.
     burst = asyncio.create_task(
@@ -131,13 +149,14 @@ def main() -> None:
         {"PURIFIER_INTRA_OP_THREADS": str(args.threads), "PURIFIER_WARMUP_SIZES": f"[{args.size}]"}
     )
     try:
-        body = test_image(args.size)
-        send = request_kwargs("purifier", body)
+        model = httpx.get(f"{base}/models", timeout=5).json()["default"]
+        body = test_image(args.size, channels=3 if model == "photo-guided" else 1)
+        send = encoded_request("purifier", body)
         url = f"{base}/purify"
-        baseline = asyncio.run(closed_loop(url, encoded_request("purifier", body), 4, 10.0))
+        baseline = asyncio.run(closed_loop(url, send, 4, 10.0))
         capacity = baseline["throughput"]
         rss_start = rss_mb(proc.pid)
-        result = asyncio.run(scenario(url, base, proc.pid, send, args, capacity))
+        result = asyncio.run(scenario(url, base, model, proc.pid, send, args, capacity))
     finally:
         stop(proc)
     rss = [s["rss_mb"] for s in result["samples"]]
@@ -152,6 +171,7 @@ def main() -> None:
     result.update(
         {
             "command": "python -m benchmarks.overload_bench " + " ".join(sys.argv[1:]),
+            "model": model,
             "size": args.size,
             "factor": args.factor,
             "capacity_images_per_s": capacity,
@@ -171,8 +191,9 @@ def main() -> None:
         for phase, p in (("overload", result["overload"]), ("recovery", result["recovery"]))
     )
     md = (
-        f"Overload at {args.factor}x the measured capacity ({capacity} images/s, {args.size}x"
-        f"{args.size} PNG) for {args.duration:.0f} s, then {args.recovery:.0f} s at half capacity. "
+        f"Overload of the default model, {model}, at {args.factor}x its measured capacity "
+        f"({capacity} images/s, {args.size}x{args.size} photos) for {args.duration:.0f} s, "
+        f"then {args.recovery:.0f} s at half capacity. "
         f"`{result['command']}`\n\n"
         "| phase | sent | by status | 200 p50/p99 ms | 503 p50/p99 ms |\n|---|---|---|---|---|\n"
         f"{rows}\n"

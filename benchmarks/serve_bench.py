@@ -93,6 +93,14 @@ def test_image(size: str | int, channels: int = 1) -> bytes:
     return out.getvalue()
 
 
+def batch_size_for(size: str | int, max_batch: int) -> int:
+    """The batch Purifier's default pixel budget allows for images of this size."""
+    from service.config import Settings
+
+    budget = Settings.model_fields["max_batch_pixels"].default
+    return max(1, min(max_batch, budget // pixels(size)))
+
+
 def served_file(model: str, device: str) -> Path:
     """The file Purifier serves for this model in float32 on the device (the CPU-optimised
     graph where the card has one): every contender runs the same file."""
@@ -399,8 +407,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     for size, instances in zip(args.sizes, args.instances, strict=True):
         threads = cores_per_instance(instances)  # as Purifier shares them out
-        layout = argparse.Namespace(**{**vars(args), "instances": instances, "threads": threads})
+        # Every system batches as many images as Purifier would: max_batch, within its
+        # default pixel budget per batch (PURIFIER_MAX_BATCH_PIXELS).
+        batch = batch_size_for(size, args.max_batch)
+        layout = argparse.Namespace(
+            **{**vars(args), "instances": instances, "threads": threads, "max_batch": batch}
+        )
         results["layouts"][label(size)] = {
+            "max_batch": batch,
             "instances": instances,
             "threads": layout.threads,
             "purifier_env": server_command("purifier", 0, layout)[1],
@@ -428,7 +442,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             c,
                             duration,
                             layout.threads,
-                            args.max_batch,
+                            batch,
                             instances,
                             args.device,
                             args.onnx,
@@ -458,7 +472,8 @@ def markdown(results: dict[str, Any]) -> str:
     for size, layout in results.get("layouts", {}).items():
         lines.append(
             f"- {size}: every system runs {layout['instances']} model instance(s) x "
-            f"{layout['threads']} onnxruntime thread(s)"
+            f"{layout['threads']} onnxruntime thread(s), batches of at most "
+            f"{layout.get('max_batch', results['max_batch_size'])}"
         )
     lines.append("")
     lines += [

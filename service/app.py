@@ -56,6 +56,7 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
         headroom=settings.admission_headroom,
         instances=engine.instances,
         expecting=lambda: state.arriving > 0,
+        max_batch_pixels=settings.max_batch_pixels,
     )
     card = entry.card
     tile = settings.tile_size or int(card.get("recommended_tile", 256))

@@ -107,11 +107,13 @@ class DynamicBatcher:
         instances: int = 1,
         expecting: Callable[[], bool] | None = None,
         headroom: float = 1.0,
+        max_batch_pixels: int | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._expecting = expecting or (lambda: True)
         self._executor = executor
         self.max_batch_size = max_batch_size
+        self.max_batch_pixels = max_batch_pixels
         self.max_delay = max_queue_delay_s
         self.max_queue_size = max_queue_size
         self.max_queue_wait = math.inf if max_queue_wait_s is None else max_queue_wait_s
@@ -288,13 +290,22 @@ class DynamicBatcher:
             return None
         return min(live, key=lambda kq: kq[1][0].enqueued)
 
-    def _take(self, queue: deque[_Item]) -> list[_Item]:
-        """The next batch: at most max_batch_size, and with several instances free, an
+    def batch_limit(self, shape: tuple[int, ...]) -> int:
+        """Images of this (C, H, W) one batch may hold: max_batch_size, and no more than
+        max_batch_pixels of H x W in all (at least one). The activations of a batch of
+        large tiles are what fills memory (each session's arena keeps its largest
+        batch), and on a CPU they run no faster batched."""
+        if self.max_batch_pixels is None:
+            return self.max_batch_size
+        return max(1, min(self.max_batch_size, self.max_batch_pixels // math.prod(shape[-2:])))
+
+    def _take(self, shape: tuple[int, ...], queue: deque[_Item]) -> list[_Item]:
+        """The next batch: at most batch_limit, and with several instances free, an
         even share of the queue each (eight queued images on two idle one-thread
         instances run as two batches of four at once, not one of eight on one core)."""
         now = time.perf_counter()
         free = max(1, self.instances - len(self._running))
-        limit = min(self.max_batch_size, -(-len(queue) // free))
+        limit = min(self.batch_limit(shape), -(-len(queue) // free))
         batch: list[_Item] = []
         while queue and len(batch) < limit:
             item = queue.popleft()
@@ -322,15 +333,16 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            _, queue = found
+            shape, queue = found
             age = time.perf_counter() - queue[0].enqueued
-            if len(queue) < self.max_batch_size and age < self.max_delay and self._expecting():
+            full = len(queue) >= self.batch_limit(shape)
+            if not full and age < self.max_delay and self._expecting():
                 # Wait for more items or for the oldest one's delay to run out, then look again.
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.max_delay - age)
                 continue
-            batch = self._take(queue)
+            batch = self._take(shape, queue)
             if not batch:
                 continue
             task = loop.create_task(self._run(loop, batch), name="batch")

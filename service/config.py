@@ -49,8 +49,15 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         "auto",
         description="auto: model.fp16.onnx where the model has one and runs on a GPU, "
-        "float32 otherwise (model.cpu.onnx, the CPU-optimised graph, on a CPU where "
-        "written); fp16 and int8 insist on the half-precision or quantised file",
+        "float32 otherwise; fp16 and int8 insist on the half-precision or quantised file "
+        "(int8: photo-guided 1.35-1.9x faster on a CPU; its fooling rates beside float32's "
+        "in its card)",
+    )
+    cpu_graph: bool = Field(
+        False,
+        description="on a CPU, float32 from model.cpu.onnx (onnxruntime's graph optimised "
+        "at export) where the card lists one written by this onnxruntime: opens ~10 ms "
+        "sooner, runs no faster on the exported models (benchmarks/results/model_latency.md)",
     )
     io_binding: bool = Field(
         False,
@@ -70,6 +77,12 @@ class Settings(BaseSettings):
 
     # Batching
     max_batch_size: int = Field(16, ge=1, description="images per batch, at most")
+    max_batch_pixels: int | None = Field(
+        16 * 256 * 256,
+        ge=1,
+        description="H x W summed over a batch, at most (at least one image): bounds the "
+        "memory of a batch of large tiles (16 of 256x256, 2 of 640x640); null: no bound",
+    )
     max_queue_delay_ms: float = Field(
         4.0,
         ge=0,

@@ -36,11 +36,14 @@ class GPURequiredError(RuntimeError):
     """A GPU was required but onnxruntime runs the model on the CPU."""
 
 
-def model_file(entry: ModelEntry, precision: str, on_gpu: bool) -> tuple[Path, str]:
+def model_file(
+    entry: ModelEntry, precision: str, on_gpu: bool, cpu_graph: bool = False
+) -> tuple[Path, str]:
     """(file, "fp32" | "fp16" | "int8"): the half-precision or quantised model where asked
-    for; the half-precision one under "auto" on a GPU. Float32 on a CPU is the card's
-    CPU-optimised graph (model.cpu.onnx) where written by this onnxruntime version: its
-    fusions are the ones a session would make, done once at export."""
+    for; the half-precision one under "auto" on a GPU. Float32 on a CPU is model.onnx, or
+    with `cpu_graph` the card's CPU-optimised graph (model.cpu.onnx) where this
+    onnxruntime version wrote it: the fusions a session makes, done once at export (on
+    this project's models no faster: benchmarks/results/model_latency.md)."""
     if precision in ("fp16", "int8"):
         path = entry.fp16_path if precision == "fp16" else entry.int8_path
         if path is None:
@@ -51,7 +54,7 @@ def model_file(entry: ModelEntry, precision: str, on_gpu: bool) -> tuple[Path, s
         return path, precision
     if precision == "auto" and on_gpu and entry.fp16_path is not None:
         return entry.fp16_path, "fp16"
-    if not on_gpu and entry.cpu_graph_path is not None:
+    if cpu_graph and not on_gpu and entry.cpu_graph_path is not None:
         written_by = entry.card["cpu_graph"].get("onnxruntime")
         if written_by == ort.__version__:
             return entry.cpu_graph_path, "fp32"
@@ -124,13 +127,15 @@ class Engine:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = provider_list(settings)
         first = providers[0] if isinstance(providers[0], str) else providers[0][0]
-        path, self.precision = model_file(entry, settings.precision, first in GPU_PROVIDERS)
+        path, self.precision = model_file(
+            entry, settings.precision, first in GPU_PROVIDERS, settings.cpu_graph
+        )
         # One session first: the provider it actually got decides the file for the rest.
         first_session = self._open(path, options, providers, 1)[0]
         self.provider = first_session.get_providers()[0]
         if self.precision == "fp16" and settings.precision == "auto" and not self.on_gpu:
             # CUDA was installed but could not start: the CPU runs float32 faster.
-            path, self.precision = model_file(entry, "fp32", on_gpu=False)
+            path, self.precision = model_file(entry, "fp32", False, settings.cpu_graph)
             first_session = self._open(path, options, providers, 1)[0]
         rest = self._open(path, options, providers, settings.instances - 1)
         self.sessions = [first_session, *rest]

@@ -25,7 +25,12 @@ def warm_shapes(runtime: ModelRuntime, settings: Settings) -> list[tuple[int, in
     c = runtime.engine.channels
     shapes = {
         (1, c, runtime.tile, runtime.tile),
-        (settings.max_batch_size, c, runtime.tile, runtime.tile),
+        (
+            runtime.batcher.batch_limit((c, runtime.tile, runtime.tile)),
+            c,
+            runtime.tile,
+            runtime.tile,
+        ),
     }
     for size in settings.warmup_sizes:
         plan = runtime.plan(size, size)

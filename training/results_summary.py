@@ -35,7 +35,13 @@ def render(table: dict[str, Any], latency: dict[str, Any], model: str = "photo-g
     source, unseen = _rows(table, SOURCE), _rows(table, UNSEEN)
     agree = {k: (100 - source["clean"][k], 100 - unseen["clean"][k]) for k in source["clean"]}
     best_agree = max(CLASSIC, key=lambda k: sum(agree[k]))
-    ms = next(r["median_ms"] for r in latency["rows"] if r["model"] == model and r["size"] == 224)
+    ms = next(
+        r["median_ms"]
+        for r in latency["rows"]
+        if r["model"] == model
+        and str(r["size"]) == "224"
+        and r.get("file", "model.onnx") == "model.onnx"
+    )
     lines = [
         START,
         f"Rendered by `python -m training.results_summary` from `{table['command']}` "

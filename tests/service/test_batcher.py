@@ -308,3 +308,28 @@ def test_an_unmeasured_shape_is_costed_by_its_pixels():
     batcher.seed_cost((1, 8, 8), 0.5)  # a seed never overwrites a measurement
     assert batcher.estimated_cost((1, 8, 8)) == 0.01
     assert batcher.estimated_cost((1, 16, 16)) == pytest.approx(0.04)
+
+
+def test_a_pixel_budget_caps_batches_of_large_images_but_not_small_ones():
+    """max_batch_pixels: 8x8 images batch 4 (max_batch_size) within a 256-pixel budget,
+    16x16 ones (256 pixels each) run one at a time; the budget never stops an image."""
+
+    async def scenario():
+        batcher = make_batcher(max_batch_pixels=256)
+        batcher.start()
+        small = await submit_all(batcher, 8)
+        deadline = time.perf_counter() + 30
+        large = await asyncio.gather(
+            *(batcher.submit([np.zeros((1, 16, 16), np.float32)], deadline) for _ in range(6))
+        )
+        huge = await batcher.submit([np.zeros((1, 32, 32), np.float32)], deadline)
+        await batcher.stop()
+        return small, large, huge
+
+    small, large, huge = asyncio.run(scenario())
+    assert {stats.batch_size for _, stats in small} == {4}
+    assert {stats.batch_size for _, stats in large} == {1}
+    assert huge[1].batch_size == 1
+    batcher = make_batcher(max_batch_pixels=256)
+    assert batcher.batch_limit((3, 8, 8)) == 4 and batcher.batch_limit((3, 16, 16)) == 1
+    assert make_batcher().batch_limit((3, 640, 640)) == 4  # no budget: max_batch_size

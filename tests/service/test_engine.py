@@ -44,14 +44,15 @@ def test_precision_picks_the_half_precision_file_only_where_it_pays():
     entry = fmnist_nrp()
     assert entry.fp16_path is not None and entry.fp16_path.name == "model.fp16.onnx"
     assert entry.cpu_graph_path is not None and entry.cpu_graph_path.name == "model.cpu.onnx"
-    assert model_file(entry, "auto", on_gpu=False) == (entry.cpu_graph_path, "fp32")
+    assert model_file(entry, "auto", on_gpu=False) == (entry.onnx_path, "fp32")
+    assert model_file(entry, "auto", False, cpu_graph=True) == (entry.cpu_graph_path, "fp32")
     assert model_file(entry, "auto", on_gpu=True) == (entry.fp16_path, "fp16")
     assert model_file(entry, "fp32", on_gpu=True) == (entry.onnx_path, "fp32")
-    assert model_file(entry, "fp32", on_gpu=False) == (entry.cpu_graph_path, "fp32")
+    assert model_file(entry, "fp32", True, cpu_graph=True) == (entry.onnx_path, "fp32")
     assert model_file(entry, "fp16", on_gpu=False) == (entry.fp16_path, "fp16")
     without = dataclasses.replace(entry, fp16_path=None, cpu_graph_path=None)
     assert model_file(without, "auto", on_gpu=True) == (entry.onnx_path, "fp32")
-    assert model_file(without, "auto", on_gpu=False) == (entry.onnx_path, "fp32")
+    assert model_file(without, "auto", False, cpu_graph=True) == (entry.onnx_path, "fp32")
     with pytest.raises(ModelLoadError, match=r"model\.fp16\.onnx"):
         model_file(without, "fp16", on_gpu=True)
 
@@ -61,14 +62,14 @@ def test_the_cpu_graph_is_served_only_under_the_onnxruntime_that_wrote_it(caplog
     card = {**entry.card, "cpu_graph": {**entry.card["cpu_graph"], "onnxruntime": "0.0.1"}}
     other = dataclasses.replace(entry, card=card)
     with caplog.at_level("WARNING", logger="purifier.engine"):
-        assert model_file(other, "auto", on_gpu=False) == (entry.onnx_path, "fp32")
+        assert model_file(other, "auto", False, cpu_graph=True) == (entry.onnx_path, "fp32")
     assert "onnxruntime 0.0.1" in caplog.text
 
 
 def test_the_cpu_graph_engine_gives_model_onnx_s_output():
     entry = fmnist_nrp()
-    graph = Engine(entry, Settings(intra_op_threads=1))
-    plain = Engine(dataclasses.replace(entry, cpu_graph_path=None), Settings(intra_op_threads=1))
+    graph = Engine(entry, Settings(intra_op_threads=1, cpu_graph=True))
+    plain = Engine(entry, Settings(intra_op_threads=1))
     batch = np.random.default_rng(2).random((2, 1, 28, 28), np.float32)
     np.testing.assert_allclose(graph.run(batch), plain.run(batch), atol=1e-5)
 
@@ -111,3 +112,20 @@ def test_without_the_cpu_arena_the_sessions_free_their_memory_and_answer_alike()
     assert not freed.sessions[0].get_session_options().enable_cpu_mem_arena
     batch = np.random.default_rng(2).random((4, 1, 32, 40), np.float32)
     np.testing.assert_array_equal(freed.run(batch), kept.run(batch))
+
+
+def test_the_default_model_serves_its_int8_file_when_asked_and_it_stays_close():
+    """PURIFIER_PRECISION=int8: the quantised photo-guided runs, within the exporter's
+    mean tolerance (2 grey levels) of float32 on a real photo."""
+    from PIL import Image
+
+    from training.data.photos import source_dir
+
+    (entry,), _ = scan(REPO / "exported_models", ["photo-guided"])
+    assert entry.int8_path is not None, "photo-guided's card lists no model.int8.onnx"
+    int8 = Engine(entry, Settings(intra_op_threads=1, precision="int8"))
+    full = Engine(entry, Settings(intra_op_threads=1, precision="fp32"))
+    assert int8.precision == "int8" and full.precision == "fp32"
+    img = Image.open(source_dir("scikit-image") / "coffee.png").convert("RGB").resize((96, 64))
+    batch = (np.asarray(img, np.float32).transpose(2, 0, 1) / 255)[None]
+    assert np.abs(int8.run(batch) - full.run(batch)).mean() <= 2 / 255

@@ -7,8 +7,11 @@ Saved at the extended level, not "all": the "all" level adds NCHWc layout transf
 chosen for the exporting machine's vector width (AVX2 vs AVX-512), which onnxruntime's
 documentation says to leave to the serving machine; a session there still applies them.
 The graph uses onnxruntime's contrib operators (FusedConv), so the card records the
-onnxruntime version that wrote it and the service uses it only under that version (and
-on the CPU), model.onnx otherwise. Parity with model.onnx: within 1e-4.
+onnxruntime version that wrote it and the service uses it (PURIFIER_CPU_GRAPH=true) only
+under that version and on the CPU, model.onnx otherwise. Parity with model.onnx: within
+1e-4. Measured on the exported models (benchmarks/results/model_latency.md): a session
+opens 10-15 ms sooner and runs no faster (fmnist-nrp a little slower), so the service
+serves model.onnx unless asked.
 
 `purifier export` writes it; for a model exported before that:
 
