@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.sizes import dims, label
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-# The files timed, by card section ("fp32": model.onnx itself); fp16 is for GPUs.
-CPU_FILES = ("fp32", "cpu_graph", "int8")
+# The card's variants timed beside model.onnx (fp16 is for GPUs).
+CPU_VARIANTS = ("cpu_graph", "int8")
 
 
 def photo(size: str, channels: int) -> np.ndarray:
@@ -36,9 +38,8 @@ def photo(size: str, channels: int) -> np.ndarray:
 
     from training.data.photos import source_dir
 
-    width, _, height = size.partition("x")
     img = Image.open(source_dir("scikit-image") / "astronaut.png").convert("RGB")
-    img = img.resize((int(width), int(height or width)), Image.Resampling.BICUBIC)
+    img = img.resize(dims(size), Image.Resampling.BICUBIC)
     arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
     if channels == 1:
         arr = arr.mean(axis=0, keepdims=True)
@@ -87,12 +88,12 @@ def main() -> None:
     rows = []
     for name in names:
         card = json.loads((repo / name / "1" / "card.json").read_text())
-        files = {"fp32": "model.onnx"} | {
-            k: card[k]["file"] for k in CPU_FILES if isinstance(card.get(k), dict)
-        }
+        files = ["model.onnx"] + [
+            card[k]["file"] for k in CPU_VARIANTS if isinstance(card.get(k), dict)
+        ]
         for size in args.sizes:
             x = photo(size, int(card["channels"]))
-            for file in files.values():
+            for file in files:
                 result = measure(repo / name / "1" / file, x, args.threads, args.warmup, args.runs)
                 rows.append(
                     {
@@ -121,9 +122,9 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        size = r["size"] if "x" in r["size"] else f"{r['size']}x{r['size']}"
         lines.append(
-            f"| {r['model']} | {r['file']} | {r['gflops_at_224']} | {size} | {r['median_ms']} | "
+            f"| {r['model']} | {r['file']} | {r['gflops_at_224']} | {label(r['size'])} | "
+            f"{r['median_ms']} | "
             f"{r['p90_ms']} | {r['open_s']} |"
         )
     (args.out / "model_latency.md").write_text("\n".join(lines) + "\n")

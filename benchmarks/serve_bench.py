@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.servers.codec import decode, encode, input_channels
+from benchmarks.sizes import dims, label, pixels
 from service.engine import cores_per_instance, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,22 +50,6 @@ MODEL = "fmnist-nrp"
 ONNX = REPO / "exported_models" / MODEL / "1" / "model.onnx"
 CORES = usable_cores()
 PHOTO_QUALITY = 90  # the test photo's own JPEG quality (a camera's)
-
-
-def dims(size: str | int) -> tuple[int, int]:
-    """(width, height) of a --sizes entry: "224" (square) or "640x480"."""
-    width, _, height = str(size).partition("x")
-    return int(width), int(height or width)
-
-
-def pixels(size: str) -> int:
-    width, height = dims(size)
-    return width * height
-
-
-def label(size: str) -> str:
-    width, height = dims(size)
-    return f"{width}x{height}"
 
 
 def test_image(size: str | int, channels: int = 1) -> bytes:

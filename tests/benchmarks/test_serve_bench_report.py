@@ -70,7 +70,7 @@ def report(size: int, throughputs: dict[str, float], p99: float) -> str:
 
 
 def test_sizes_are_squares_or_width_x_height():
-    from benchmarks.serve_bench import dims, label, pixels
+    from benchmarks.sizes import dims, label, pixels
 
     assert dims("224") == (224, 224) and dims(28) == (28, 28) and dims("640x480") == (640, 480)
     assert label("224") == "224x224" and pixels("640x480") == 307200
