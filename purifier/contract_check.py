@@ -55,6 +55,7 @@ def findings(folder: Path, version: str | None = None) -> list[str]:
             problems.append(f"{TRITON_CONFIG_FILE} lacks {needle!r}")
 
     problems += variant_findings(vdir, card)
+    problems += detection_findings(card)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
@@ -103,6 +104,30 @@ def variant_findings(vdir: Path, card: dict) -> list[str]:
         io = [(a.name, a.type) for a in (*session.get_inputs(), *session.get_outputs())]
         if io != [(INPUT_NAME, "tensor(float)"), (OUTPUT_NAME, "tensor(float)")]:
             problems.append(f"{path.name}: inputs/outputs {io}, want float32 image -> purified")
+    return problems
+
+
+def detection_findings(card: dict) -> list[str]:
+    """A `detection` section names a known statistic and a threshold at each calibrated
+    false-positive rate, for model.onnx and any other file it lists."""
+    from purifier.suspicion import FALSE_POSITIVE_RATES, STATISTICS
+
+    section = card.get("detection")
+    if section is None:
+        return []
+    problems = []
+    if section.get("statistic") not in STATISTICS:
+        problems.append(
+            f"detection.statistic {section.get('statistic')!r}: not one of {sorted(STATISTICS)}"
+        )
+    tables = {"thresholds": section.get("thresholds")} | {
+        f"thresholds_by_file.{k}": v for k, v in section.get("thresholds_by_file", {}).items()
+    }
+    for where, thresholds in tables.items():
+        if not isinstance(thresholds, dict) or any(
+            not isinstance(thresholds.get(r), (int, float)) for r in FALSE_POSITIVE_RATES
+        ):
+            problems.append(f"detection.{where}: want a number at each of {FALSE_POSITIVE_RATES}")
     return problems
 
 

@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service.batcher import DynamicBatcher
 from service.config import PREFERRED_DEFAULT_MODELS, Settings
+from service.detection import detector_for
 from service.engine import Engine, GPURequiredError
 from service.errors import install_handlers
 from service.metrics import Metrics
@@ -64,6 +65,11 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
     overlap = settings.tile_overlap
     if overlap is None:
         overlap = int(card.get("tile_overlap", DEFAULT_TILE_OVERLAP))
+    if overlap >= tile:  # neighbours cannot share more than a tile: the seams would show
+        raise ModelLoadError(
+            f"model {name}: tile overlap {overlap} px is not below the tile size {tile} px "
+            "(PURIFIER_TILE_OVERLAP / PURIFIER_TILE_SIZE, or the card's tile_overlap)"
+        )
     metrics.model_info.labels(name).info(
         {
             "version": str(entry.version),
@@ -72,8 +78,9 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
             "method": str(card.get("method")),
         }
     )
+    detector = detector_for(card, engine.path, settings.suspicion_fpr)
     return ModelRuntime(
-        entry, engine, batcher, tile, int(card.get("min_size", 1)), multiple, overlap
+        entry, engine, batcher, tile, int(card.get("min_size", 1)), multiple, overlap, detector
     )
 
 
@@ -93,6 +100,8 @@ def _load_models(state: ServiceState) -> None:
             state.models[entry.name] = _runtime(entry, settings, state)
         except GPURequiredError:
             raise
+        except ModelLoadError as err:  # a card the service cannot follow: it says why
+            failures[entry.name] = str(err)
         except Exception as err:  # onnxruntime refuses the file: name it
             failures[entry.name] = f"{entry.onnx_path}: onnxruntime cannot load it: {err}"
     for name, why in failures.items():

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     )
     codec_threads: int = Field(4, ge=1, description="decode/encode worker threads")
     jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG/WebP answers without ?quality=")
+    suspicion_fpr: Literal["0.01", "0.05"] = Field(
+        "0.01",
+        description="false-positive rate of the suspicion verdict (X-Purifier-Suspicious): "
+        "which of the card's thresholds, calibrated on held-out clean images, is used",
+    )
 
     # HTTP and security
     api_key: SecretStr | None = Field(

@@ -138,6 +138,7 @@ class Engine:
             path, self.precision = model_file(entry, "fp32", False, settings.cpu_graph)
             first_session = self._open(path, options, providers, 1)[0]
         rest = self._open(path, options, providers, settings.instances - 1)
+        self.path = path  # the file served (the suspicion thresholds are per file)
         self.sessions = [first_session, *rest]
         self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         for session in self.sessions:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,18 +15,31 @@ from service.imaging import ImageError
 
 
 class ServiceError(Exception):
+    """`details`: more fields of the JSON error beside code and message."""
+
     def __init__(
-        self, status: int, code: str, message: str, retry_after: int | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        retry_after: int | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+        self.details = details or {}
 
 
 def error_response(
-    status: int, code: str, message: str, retry_after: int | None = None
+    status: int,
+    code: str,
+    message: str,
+    retry_after: int | None = None,
+    details: dict[str, Any] | None = None,
 ) -> JSONResponse:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+    body = {"error": {"code": code, "message": message, **(details or {})}}
+    return JSONResponse(body, status, headers=headers)
 
 
 def as_service_error(err: Exception) -> ServiceError:
@@ -47,7 +62,7 @@ def as_service_error(err: Exception) -> ServiceError:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, err: ServiceError) -> JSONResponse:
-        return error_response(err.status, err.code, err.message, err.retry_after)
+        return error_response(err.status, err.code, err.message, err.retry_after, err.details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:

@@ -40,4 +40,10 @@ class Metrics:
         self.rejections = Counter(
             "purifier_rejections", "Rejected requests by reason", ["reason"], registry=r
         )
+        self.suspicious = Counter(
+            "purifier_suspicious",
+            "Images whose residual the suspicion verdict flagged",
+            ["model"],
+            registry=r,
+        )
         self.model_info = Info("purifier_model", "Model served", ["model"], registry=r)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from service.batcher import DynamicBatcher
 from service.config import Settings
+from service.detection import Detector
 from service.engine import Engine
 from service.imaging import TilePlan, plan_tiles
 from service.metrics import Metrics
@@ -25,6 +26,7 @@ class ModelRuntime:
     min_size: int
     multiple: int
     overlap: int  # pixels neighbouring tiles share: the receptive field, both ways
+    detector: Detector | None = None  # the card's calibrated suspicion verdict, if any
     ready: bool = False
 
     def plan(self, height: int, width: int) -> TilePlan:

@@ -141,6 +141,7 @@ def build_response(
     array: np.ndarray | None,
     blobs: list[bytes] | None,
     binary: bool,
+    parameters: dict[str, str] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of an inference response."""
     output: dict[str, Any] = {"name": OUTPUT_NAME, "datatype": datatype, "shape": shape}
@@ -160,6 +161,8 @@ def build_response(
     head: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": [output]}
     if request_id is not None:
         head["id"] = request_id
+    if parameters:
+        head["parameters"] = parameters
     header_bytes = json.dumps(head).encode()
     if binary:
         return header_bytes + payload, {

@@ -84,3 +84,27 @@ def test_the_int8_section_is_the_measured_table_of_this_very_file(model_dir: Pat
     table = json.loads((REPO / config["output_dir"] / "table.json").read_text())
     assert int8_summary(table) == summary
     assert summary["num_images"] >= 200
+
+
+DETECTING = [d for d in MODEL_DIRS if "detection" in _card(d)]
+
+
+@pytest.mark.parametrize("model_dir", DETECTING, ids=lambda p: p.name)
+def test_the_detection_section_is_calibrated_and_its_study_measured_it(model_dir: Path):
+    """Issue 24: the card's thresholds are those its config calibrates, and its
+    `evaluation` is what the detection study measured at exactly those thresholds."""
+    from training.detection.study import card_summary
+
+    section = _card(model_dir)["detection"]
+    assert set(section["thresholds"]) == {"0.01", "0.05"}
+    assert section["thresholds"]["0.01"] >= section["thresholds"]["0.05"]
+    assert section["calibration"]["rounded_to_8_bits"] and section["calibration"]["n"] >= 1000
+    evaluation = section["evaluation"]
+    config_path = next(a for a in evaluation["command"].split() if a.endswith(".yaml"))
+    config = yaml.safe_load((REPO / config_path).read_text())
+    result = json.loads((REPO / config["output_dir"] / "detection.json").read_text())
+    name = model_dir.name
+    assert result["models"][name]["served"] == section["statistic"]
+    assert result["models"][name]["thresholds"] == section["thresholds"]
+    assert card_summary(result, name) == evaluation
+    assert evaluation["n_clean"] >= 200

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Request, Response
 from service.errors import ServiceError
 from service.imaging import REQUESTED_FORMATS
 from service.multipart import multipart_image
-from service.pipeline import decode_image, distances, encode_image, purify_pixels
+from service.pipeline import Residual, decode_image, encode_image, judge, purify_pixels
 from service.routes.tracking import TrackedRequest
-from service.state import ServiceState
+from service.state import ModelRuntime, ServiceState
 
 router = APIRouter()
 
@@ -47,7 +47,10 @@ PURIFY_HEADERS = [
     "x-purifier-batch-size",
     "x-purifier-l2",
     "x-purifier-linf",
+    "x-purifier-suspicion",
+    "x-purifier-suspicious",
 ]
+ON_SUSPICIOUS = ("flag", "reject")
 
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
@@ -113,6 +116,14 @@ PURIFY_OPERATION = {
                 "required": False,
                 "schema": {"type": "integer", "minimum": 1, "maximum": 100},
             },
+            {
+                "name": "on_suspicious",
+                "in": "query",
+                "required": False,
+                "description": "flag: answer the purified image with X-Purifier-Suspicious "
+                "(default); reject: 422 with a JSON reason when the verdict is suspicious",
+                "schema": {"type": "string", "enum": list(ON_SUSPICIOUS), "default": "flag"},
+            },
         ],
         **PURIFY_BODY,
         "responses": {
@@ -121,6 +132,7 @@ PURIFY_OPERATION = {
                 "content": {t: {} for t in ("image/png", "image/jpeg", "image/webp")},
             },
             "400": {"description": "bad request (JSON error)"},
+            "422": {"description": "?on_suspicious=reject and the image is suspicious"},
         },
     }
 }
@@ -131,6 +143,7 @@ class PurifyOptions:
     model: str | None
     format: str
     quality: int | None
+    reject_suspicious: bool = False
 
 
 def purify_options(request: Request) -> PurifyOptions:
@@ -141,12 +154,41 @@ def purify_options(request: Request) -> PurifyOptions:
         raise ServiceError(
             400, "bad_request", f"query.format: must be one of {', '.join(REQUESTED_FORMATS)}"
         )
+    on_suspicious = query.get("on_suspicious", "flag")
+    if on_suspicious not in ON_SUSPICIOUS:
+        raise ServiceError(
+            400, "bad_request", f"query.on_suspicious: must be one of {', '.join(ON_SUSPICIOUS)}"
+        )
     quality = query.get("quality")
-    if quality is not None:
-        if not (quality.isdigit() and 1 <= int(quality) <= 100):
-            raise ServiceError(400, "bad_request", "query.quality: must be an integer 1..100")
-        return PurifyOptions(query.get("model"), fmt, int(quality))
-    return PurifyOptions(query.get("model"), fmt, None)
+    if quality is not None and not (quality.isdigit() and 1 <= int(quality) <= 100):
+        raise ServiceError(400, "bad_request", "query.quality: must be an integer 1..100")
+    return PurifyOptions(
+        query.get("model"),
+        fmt,
+        None if quality is None else int(quality),
+        on_suspicious == "reject",
+    )
+
+
+def refuse_if_suspicious(runtime: ModelRuntime, residual: Residual) -> None:
+    """?on_suspicious=reject: 422 with the verdict's figures when it is suspicious."""
+    verdict, detector = residual.verdict, runtime.detector
+    if verdict is None or detector is None or not verdict.suspicious:
+        return
+    raise ServiceError(
+        422,
+        "suspicious",
+        f"the purifier's residual scores {verdict.score:.6f} ({detector.statistic}), above "
+        f"{detector.threshold:.6f}: the threshold a clean image passes "
+        f"{100 * (1 - float(detector.false_positive_rate)):g}% of the time",
+        details={
+            "score": verdict.score,
+            "threshold": detector.threshold,
+            "statistic": detector.statistic,
+            "false_positive_rate": float(detector.false_positive_rate),
+            "model": runtime.entry.name,
+        },
+    )
 
 
 async def purify(request: Request) -> Response:
@@ -158,6 +200,13 @@ async def purify(request: Request) -> Response:
         with state.on_the_way():
             options = purify_options(request)
             runtime = state.serving(options.model)
+            if options.reject_suspicious and runtime.detector is None:
+                raise ServiceError(
+                    400,
+                    "bad_request",
+                    f"query.on_suspicious=reject: model {runtime.entry.name} has no "
+                    "calibrated suspicion verdict (its card has no detection section)",
+                )
             ticket = admitted.enter_context(runtime.batcher.arrival(deadline))
             data = await image_bytes(request, settings.max_body_bytes, settings.body_timeout_s)
             if ticket.refusal is not None:
@@ -165,7 +214,9 @@ async def purify(request: Request) -> Response:
             decoded = await decode_image(state, runtime, data)
         name = runtime.entry.name
         purified, stats = await purify_pixels(runtime, decoded.pixels, deadline, ticket)
-        l2, linf = distances(decoded.pixels, purified)
+        residual = await judge(runtime, state, decoded.pixels, purified)
+        if options.reject_suspicious:
+            refuse_if_suspicious(runtime, residual)
         body, media_type = await encode_image(
             state,
             runtime,
@@ -184,8 +235,7 @@ async def purify(request: Request) -> Response:
                 "X-Purifier-Queue-Ms": f"{stats.queue_s * 1000:.2f}",
                 "X-Purifier-Inference-Ms": f"{stats.inference_s * 1000:.2f}",
                 "X-Purifier-Batch-Size": str(stats.batch_size),
-                "X-Purifier-L2": f"{l2:.6f}",
-                "X-Purifier-Linf": f"{linf:.6f}",
+                **residual.headers(),
             },
         )
 

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Request, Response
 
 from service.batcher import Ticket
 from service.errors import ServiceError
-from service.pipeline import decode_image, encode_image, purify_pixels
+from service.pipeline import Residual, decode_image, encode_image, judge, purify_pixels
 from service.routes.purify import read_body
 from service.routes.tracking import TrackedRequest
-from service.state import ServiceState
+from service.state import ModelRuntime, ServiceState
 from service.v2_protocol import HEADER, InferInput, build_response, parse_request
 
 router = APIRouter()
@@ -78,16 +78,12 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
             parsed = parse_request(body, request.headers.get(HEADER))
         array, blobs = None, None
         if parsed.blobs is not None:
-            blobs = list(
-                await asyncio.gather(
-                    *(
-                        _purify_encoded(state, runtime, blob, deadline, ticket)
-                        for blob in parsed.blobs
-                    )
-                )
+            answers = await asyncio.gather(
+                *(_purify_encoded(state, runtime, blob, deadline, ticket) for blob in parsed.blobs)
             )
+            blobs, residuals = [a[0] for a in answers], [a[1] for a in answers]
         else:
-            array = await _purify_tensor(state, runtime, parsed, deadline, ticket)
+            array, residuals = await _purify_tensor(state, runtime, parsed, deadline, ticket)
         content, headers = build_response(
             name,
             runtime.entry.version,
@@ -97,9 +93,23 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
             array,
             blobs,
             parsed.binary_output,
+            suspicion_parameters(runtime, residuals),
         )
         metrics.request.labels(name).observe(time.perf_counter() - started)
         return Response(content, headers=headers)
+
+
+def suspicion_parameters(runtime: ModelRuntime, residuals: list[Residual]) -> dict[str, str]:
+    """The response's `parameters`: the verdict per image of the batch, in order, as
+    comma-separated strings (the protocol's parameter values are scalars)."""
+    verdicts = [r.verdict for r in residuals]
+    if runtime.detector is None or any(v is None for v in verdicts):
+        return {}
+    return {
+        "suspicion_statistic": runtime.detector.statistic,
+        "suspicion": ",".join(f"{v.score:.6f}" for v in verdicts),
+        "suspicious": ",".join("true" if v.suspicious else "false" for v in verdicts),
+    }
 
 
 def _check_pixels(h: int, w: int, limit: int) -> None:
@@ -108,8 +118,8 @@ def _check_pixels(h: int, w: int, limit: int) -> None:
 
 
 async def _purify_tensor(
-    state: ServiceState, runtime, parsed: InferInput, deadline: float, ticket: Ticket
-) -> np.ndarray:
+    state: ServiceState, runtime: ModelRuntime, parsed: InferInput, deadline: float, ticket: Ticket
+) -> tuple[np.ndarray, list[Residual]]:
     array = parsed.array
     if parsed.datatype == "FP32":  # NCHW in [0, 1]
         images = np.clip(array, 0.0, 1.0)
@@ -125,17 +135,21 @@ async def _purify_tensor(
         *(purify_pixels(runtime, np.ascontiguousarray(img), deadline, ticket) for img in images)
     )
     out = np.stack([r[0] for r in results])
+    residuals = [
+        await judge(runtime, state, img, r[0]) for img, r in zip(images, results, strict=True)
+    ]
     if parsed.datatype == "FP32":
-        return out.astype(np.float32)
-    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        return out.astype(np.float32), residuals
+    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1), residuals
 
 
 async def _purify_encoded(
-    state: ServiceState, runtime, blob: bytes, deadline: float, ticket: Ticket
-) -> bytes:
+    state: ServiceState, runtime: ModelRuntime, blob: bytes, deadline: float, ticket: Ticket
+) -> tuple[bytes, Residual]:
     decoded = await decode_image(state, runtime, blob)
     purified, _ = await purify_pixels(runtime, decoded.pixels, deadline, ticket)
+    residual = await judge(runtime, state, decoded.pixels, purified)
     body, _ = await encode_image(
         state, runtime, decoded, purified, "same", state.settings.jpeg_quality
     )
-    return body
+    return body, residual

@@ -101,6 +101,11 @@ def test_upload_shows_the_purified_photo_that_purify_returns(server, browser, tm
     assert len(sizes) == 1
     info = page.inner_text("#info")
     assert "inference" in info and "Linf" in info and "101x78" in info
+    # the suspicion verdict the answer's headers carry (fmnist-nrp's card is calibrated)
+    verdict = (
+        "SUSPICIOUS" if answer.headers["x-purifier-suspicious"] == "true" else "not suspicious"
+    )
+    assert f"suspicion {answer.headers['x-purifier-suspicion']}: {verdict}" in info
     page.fill("#zoom", "4")
     page.dispatch_event("#zoom", "input")
     assert page.eval_on_selector("#purified", "e => e.clientWidth") == 404  # 101 px x 4

@@ -95,3 +95,30 @@ def test_a_tiled_photo_equals_whole_image_inference_within_two_grey_levels(model
         whole = stitch([run(padded[None])[0]], whole_plan)
         worst = 255 * float(np.abs(tiled - whole).max())
         assert worst <= 2.0, f"{name} {height}x{width}: {worst:.2f} grey levels"
+
+
+def test_an_overlap_of_a_whole_tile_is_refused_at_start_up():
+    """Neighbouring tiles cannot share more than a tile: such settings would leave seams
+    the card's overlap was measured to prevent, so the service names them and stops."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.live_server import free_port
+
+    run = subprocess.run(
+        [sys.executable, "-m", "purifier.cli", "serve", "--port", str(free_port())],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "PURIFIER_MODELS": '["fmnist-nrp"]',
+            "PURIFIER_TILE_SIZE": "32",  # fmnist-nrp's card overlap is 40
+            "PURIFIER_WARMUP_SIZES": "[28]",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0
+    assert "tile overlap 40 px is not below the tile size 32 px" in run.stdout + run.stderr

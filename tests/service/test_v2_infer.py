@@ -19,6 +19,11 @@ def infer_json(url: str, payload: dict) -> httpx.Response:
     return httpx.post(f"{url}/v2/models/{MODEL}/infer", json=payload, timeout=60)
 
 
+def fp32_input(x: np.ndarray) -> dict:
+    """The JSON input tensor `image` of an FP32 NCHW batch."""
+    return {"name": "image", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+
+
 def infer_binary(url: str, header: dict, data: bytes) -> httpx.Response:
     head = json.dumps(header).encode()
     return httpx.post(
@@ -57,17 +62,7 @@ def test_fp32_nchw_json_agrees_with_purify(server, images, via_purify):
     x = np.stack([np.asarray(img, np.float32) / 255 for img in images])[:, None]
     response = infer_json(
         server.url,
-        {
-            "id": "r1",
-            "inputs": [
-                {
-                    "name": "image",
-                    "datatype": "FP32",
-                    "shape": list(x.shape),
-                    "data": x.ravel().tolist(),
-                }
-            ],
-        },
+        {"id": "r1", "inputs": [fp32_input(x)]},
     )
     assert response.status_code == 200, response.text
     body = response.json()

@@ -69,6 +69,9 @@ def export_from_config(
         from training.export.int8 import add_int8
 
         variants.append(add_int8(version_dir, arrays, config))
+    from training.export.detection import add_detection  # imports the evaluation stack
+
+    detection = add_detection(version_dir, config)  # after the variants it calibrates
     print(
         f"exported {onnx_path} (parity {parity:.1e}, receptive field {radius} px, "
         f"{card['params']} params, {card['gflops_at_224']} GFLOPs at 224) and "
@@ -76,5 +79,6 @@ def export_from_config(
             f"{v['file']} (within {v['parity_max_abs_diff_vs_fp32']:.1e} of float32)"
             for v in variants
         )
+        + (f"; detection thresholds {detection['thresholds']}" if detection else "")
     )
     return version_dir

@@ -1,0 +1,50 @@
+"""The suspicion verdict on each purified image (issue 24): the card's calibrated
+statistic of the residual P(x) - x against its threshold at the configured false-positive
+rate (training/export/detection.py calibrates it; purifier.suspicion computes it, for
+training and service alike)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from purifier.contract import MODEL_FILE
+from purifier.suspicion import score
+from service.registry import ModelLoadError
+
+
+@dataclass(frozen=True)
+class Detector:
+    statistic: str
+    threshold: float
+    false_positive_rate: str  # "0.01" or "0.05": the calibrated rate on clean images
+
+    def judge(self, original: np.ndarray, purified: np.ndarray) -> Verdict:
+        value = score(self.statistic, original, purified)
+        return Verdict(value, value > self.threshold)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    score: float
+    suspicious: bool
+
+
+def detector_for(card: dict[str, Any], served_file: Path, rate: str) -> Detector | None:
+    """The card's detector for the file the engine serves, or None where the card has no
+    `detection` section. A file without thresholds of its own (the fp16 and CPU-graph
+    variants: model.onnx's graph) takes model.onnx's."""
+    section = card.get("detection")
+    if not section:
+        return None
+    by_file = section.get("thresholds_by_file", {})
+    thresholds = by_file.get(served_file.name) or by_file.get(MODEL_FILE) or section["thresholds"]
+    if rate not in thresholds:
+        raise ModelLoadError(
+            f"model {card.get('name')}: PURIFIER_SUSPICION_FPR={rate} is not calibrated "
+            f"(its card has {sorted(thresholds)})"
+        )
+    return Detector(section["statistic"], float(thresholds[rate]), rate)

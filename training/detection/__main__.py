@@ -1,0 +1,3 @@
+from training.detection.study import main
+
+main()
