@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from service.batcher import BatchStats, Ticket
-from service.detection import Detector, Verdict
+from service.detection import Verdict
 from service.imaging import (
     DecodedImage,
     cut,
@@ -106,39 +105,31 @@ def distances(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
     return float(np.sqrt((diff**2).sum())), float(np.abs(diff).max()) if diff.size else 0.0
 
 
-@dataclass(frozen=True)
-class Residual:
-    """How far the purifier moved an image, and the suspicion verdict on it."""
-
-    l2: float
-    linf: float
-    verdict: Verdict | None  # None: the model's card has no calibrated detector
-
-    def headers(self) -> dict[str, str]:
-        out = {"X-Purifier-L2": f"{self.l2:.6f}", "X-Purifier-Linf": f"{self.linf:.6f}"}
-        if self.verdict is not None:
-            out["X-Purifier-Suspicion"] = f"{self.verdict.score:.6f}"
-            out["X-Purifier-Suspicious"] = "true" if self.verdict.suspicious else "false"
-        return out
+def verdict_headers(verdict: Verdict | None) -> dict[str, str]:
+    """`/purify`'s suspicion headers; none where the model has no calibrated detector."""
+    if verdict is None:
+        return {}
+    return {
+        "X-Purifier-Suspicion": f"{verdict.score:.6f}",
+        "X-Purifier-Suspicious": "true" if verdict.suspicious else "false",
+    }
 
 
-def residual_of(before: np.ndarray, after: np.ndarray, detector: Detector | None) -> Residual:
-    l2, linf = distances(before, after)
-    return Residual(l2, linf, None if detector is None else detector.judge(before, after))
-
-
-async def judge(
+async def suspicion(
     runtime: ModelRuntime, state: ServiceState, before: np.ndarray, after: np.ndarray
-) -> Residual:
-    """The residual's distances and verdict (in the codec pool for all but small images:
-    the statistics cost ~10 ms per 640x480 photo); counts a flagged image."""
+) -> Verdict | None:
+    """The card's verdict on one purified image, or None without a calibrated detector
+    (nothing computed then). In the codec pool for all but small images: the statistic
+    costs ~10 ms per 640x480 photo. Counts a flagged image."""
     detector = runtime.detector
+    if detector is None:
+        return None
     if before[0].size <= INLINE_CODEC_PIXELS:
-        residual = residual_of(before, after, detector)
+        verdict = detector.judge(before, after)
     else:
-        residual = await asyncio.get_running_loop().run_in_executor(
-            state.codec_pool, residual_of, before, after, detector
+        verdict = await asyncio.get_running_loop().run_in_executor(
+            state.codec_pool, detector.judge, before, after
         )
-    if residual.verdict is not None and residual.verdict.suspicious:
+    if verdict.suspicious:
         state.metrics.suspicious.labels(runtime.entry.name).inc()
-    return residual
+    return verdict

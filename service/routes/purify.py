@@ -9,10 +9,18 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, Response
 
+from service.detection import Verdict
 from service.errors import ServiceError
 from service.imaging import REQUESTED_FORMATS
 from service.multipart import multipart_image
-from service.pipeline import Residual, decode_image, encode_image, judge, purify_pixels
+from service.pipeline import (
+    decode_image,
+    distances,
+    encode_image,
+    purify_pixels,
+    suspicion,
+    verdict_headers,
+)
 from service.routes.tracking import TrackedRequest
 from service.state import ModelRuntime, ServiceState
 
@@ -170,9 +178,9 @@ def purify_options(request: Request) -> PurifyOptions:
     )
 
 
-def refuse_if_suspicious(runtime: ModelRuntime, residual: Residual) -> None:
+def refuse_if_suspicious(runtime: ModelRuntime, verdict: Verdict | None) -> None:
     """?on_suspicious=reject: 422 with the verdict's figures when it is suspicious."""
-    verdict, detector = residual.verdict, runtime.detector
+    detector = runtime.detector
     if verdict is None or detector is None or not verdict.suspicious:
         return
     raise ServiceError(
@@ -214,9 +222,10 @@ async def purify(request: Request) -> Response:
             decoded = await decode_image(state, runtime, data)
         name = runtime.entry.name
         purified, stats = await purify_pixels(runtime, decoded.pixels, deadline, ticket)
-        residual = await judge(runtime, state, decoded.pixels, purified)
+        l2, linf = distances(decoded.pixels, purified)
+        verdict = await suspicion(runtime, state, decoded.pixels, purified)
         if options.reject_suspicious:
-            refuse_if_suspicious(runtime, residual)
+            refuse_if_suspicious(runtime, verdict)
         body, media_type = await encode_image(
             state,
             runtime,
@@ -235,7 +244,9 @@ async def purify(request: Request) -> Response:
                 "X-Purifier-Queue-Ms": f"{stats.queue_s * 1000:.2f}",
                 "X-Purifier-Inference-Ms": f"{stats.inference_s * 1000:.2f}",
                 "X-Purifier-Batch-Size": str(stats.batch_size),
-                **residual.headers(),
+                "X-Purifier-L2": f"{l2:.6f}",
+                "X-Purifier-Linf": f"{linf:.6f}",
+                **verdict_headers(verdict),
             },
         )
 

@@ -10,8 +10,9 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from service.batcher import Ticket
+from service.detection import Verdict
 from service.errors import ServiceError
-from service.pipeline import Residual, decode_image, encode_image, judge, purify_pixels
+from service.pipeline import decode_image, encode_image, purify_pixels, suspicion
 from service.routes.purify import read_body
 from service.routes.tracking import TrackedRequest
 from service.state import ModelRuntime, ServiceState
@@ -81,9 +82,9 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
             answers = await asyncio.gather(
                 *(_purify_encoded(state, runtime, blob, deadline, ticket) for blob in parsed.blobs)
             )
-            blobs, residuals = [a[0] for a in answers], [a[1] for a in answers]
+            blobs, verdicts = [a[0] for a in answers], [a[1] for a in answers]
         else:
-            array, residuals = await _purify_tensor(state, runtime, parsed, deadline, ticket)
+            array, verdicts = await _purify_tensor(state, runtime, parsed, deadline, ticket)
         content, headers = build_response(
             name,
             runtime.entry.version,
@@ -93,16 +94,15 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
             array,
             blobs,
             parsed.binary_output,
-            suspicion_parameters(runtime, residuals),
+            suspicion_parameters(runtime, verdicts),
         )
         metrics.request.labels(name).observe(time.perf_counter() - started)
         return Response(content, headers=headers)
 
 
-def suspicion_parameters(runtime: ModelRuntime, residuals: list[Residual]) -> dict[str, str]:
+def suspicion_parameters(runtime: ModelRuntime, verdicts: list[Verdict | None]) -> dict[str, str]:
     """The response's `parameters`: the verdict per image of the batch, in order, as
     comma-separated strings (the protocol's parameter values are scalars)."""
-    verdicts = [r.verdict for r in residuals]
     if runtime.detector is None or any(v is None for v in verdicts):
         return {}
     return {
@@ -119,7 +119,7 @@ def _check_pixels(h: int, w: int, limit: int) -> None:
 
 async def _purify_tensor(
     state: ServiceState, runtime: ModelRuntime, parsed: InferInput, deadline: float, ticket: Ticket
-) -> tuple[np.ndarray, list[Residual]]:
+) -> tuple[np.ndarray, list[Verdict | None]]:
     array = parsed.array
     if parsed.datatype == "FP32":  # NCHW in [0, 1]
         images = np.clip(array, 0.0, 1.0)
@@ -135,21 +135,21 @@ async def _purify_tensor(
         *(purify_pixels(runtime, np.ascontiguousarray(img), deadline, ticket) for img in images)
     )
     out = np.stack([r[0] for r in results])
-    residuals = [
-        await judge(runtime, state, img, r[0]) for img, r in zip(images, results, strict=True)
+    verdicts = [
+        await suspicion(runtime, state, img, r[0]) for img, r in zip(images, results, strict=True)
     ]
     if parsed.datatype == "FP32":
-        return out.astype(np.float32), residuals
-    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1), residuals
+        return out.astype(np.float32), verdicts
+    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1), verdicts
 
 
 async def _purify_encoded(
     state: ServiceState, runtime: ModelRuntime, blob: bytes, deadline: float, ticket: Ticket
-) -> tuple[bytes, Residual]:
+) -> tuple[bytes, Verdict | None]:
     decoded = await decode_image(state, runtime, blob)
     purified, _ = await purify_pixels(runtime, decoded.pixels, deadline, ticket)
-    residual = await judge(runtime, state, decoded.pixels, purified)
+    verdict = await suspicion(runtime, state, decoded.pixels, purified)
     body, _ = await encode_image(
         state, runtime, decoded, purified, "same", state.settings.jpeg_quality
     )
-    return body, residual
+    return body, verdict

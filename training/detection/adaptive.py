@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.defenses import Defense
-from training.detection.scores import quantized, residual_statistics
+from training.detection.scores import quantized, rate, residual_statistics
 
 
 def _box3(x: torch.Tensor) -> torch.Tensor:
@@ -85,10 +85,8 @@ def adaptive_rows(
     y: torch.Tensor,
     adaptive: dict[str, Any],
     batch: int,
-    rate: Any,
 ) -> list[dict[str, Any]]:
-    """One row per lambda of `adaptive.weights`; `rate` makes a percentage with its
-    interval from a boolean array (training.detection.rate)."""
+    """One row per lambda of `adaptive.weights`."""
     statistic = detection["statistic"]
     threshold = float(detection["thresholds"]["0.01"])
     rows = []

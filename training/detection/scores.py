@@ -13,6 +13,7 @@ from purifier.suspicion import STATISTICS
 from training.attacks.bank import to_float, to_uint8
 from training.data.registry import load_dataset
 from training.defenses import Defense
+from training.evaluate import wilson_interval
 
 
 def quantized(x: torch.Tensor) -> torch.Tensor:
@@ -38,6 +39,13 @@ def residual_statistics(purify: Defense, x: torch.Tensor, batch: int) -> dict[st
             for name, statistic in STATISTICS.items():
                 scores[name].append(statistic(original, out))
     return {name: np.asarray(v) for name, v in scores.items()}
+
+
+def rate(flags: np.ndarray) -> dict[str, Any]:
+    """The share of True in `flags` as a percentage, with its 95% Wilson interval and n."""
+    hits, n = int(flags.sum()), len(flags)
+    low, high = wilson_interval(hits, n)
+    return {"percent": round(100.0 * hits / max(n, 1), 2), "ci95": [low, high], "n": n}
 
 
 def threshold_at(clean: np.ndarray, fpr: float) -> float:

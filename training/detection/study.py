@@ -38,18 +38,18 @@ from training.confidence import confident_mask
 from training.config import apply_run_settings, load_config
 from training.defenses import Defense, identity, onnx_model
 from training.detection.adaptive import adaptive_rows
-from training.detection.scores import quantized, residual_statistics, split_images, threshold_at
+from training.detection.scores import (
+    quantized,
+    rate,
+    residual_statistics,
+    split_images,
+    threshold_at,
+)
 from training.detection.summary import adaptive as adaptive_section
 from training.detection.summary import percent_cell
-from training.evaluate import load_purifier, load_target, predict, wilson_interval
+from training.evaluate import load_purifier, load_target, predict
 from training.export.card import update_card
 from training.models import build_feature_extractor
-
-
-def rate(flags: np.ndarray) -> dict[str, Any]:
-    hits, n = int(flags.sum()), len(flags)
-    low, high = wilson_interval(hits, n)
-    return {"percent": round(100.0 * hits / max(n, 1), 2), "ci95": [low, high], "n": n}
 
 
 def separation(
@@ -155,7 +155,7 @@ class DetectionStudy:
             served, card = purifiers[name]
             net = load_purifier(purifier_config, self.device)
             out["models"][name] = adaptive_rows(
-                net, served, self.source, card, x[:n], y[:n], spec, self.batch, rate
+                net, served, self.source, card, x[:n], y[:n], spec, self.batch
             )
         return out
 
