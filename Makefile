@@ -132,7 +132,7 @@ methods: $(VENV)/.train-installed data
 	$(VENV)/bin/purifier eval training/configs/fmnist_methods_eval.yaml
 	for c in fmnist_arn_pp fmnist_arn_dp fmnist_cafd; do $(VENV)/bin/purifier export training/configs/$$c.yaml \
 	  --evaluation results/fmnist_methods/table.json || exit 1; done
-	$(PY) -m training.methods_table results/fmnist_methods/table.json \
+	$(PY) -m training.studies.methods_table results/fmnist_methods/table.json \
 	  --cards exported_models/fmnist-*/1/card.json --readme docs/methods.md
 
 # The suspicion verdict (issue 24), after the exports (which calibrate its thresholds):

@@ -8,14 +8,14 @@ import sys
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.run import train_from_config
+    from training.methods import train_from_config
 
     train_from_config(args.config, overrides=args.set, resume=not args.fresh)
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate_from_config
+    from training.evaluation import evaluate_from_config
 
     evaluate_from_config(args.config, overrides=args.set, resume=args.resume)
     return 0

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.registry import DEFENSES
+
 Defense = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -21,6 +23,7 @@ def identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+@DEFENSES.register("jpeg")
 def jpeg(quality: int = 75) -> Defense:
     """JPEG re-compression (Das et al. 2017; Guo et al. 2018) with Pillow's codec."""
     import io
@@ -44,6 +47,7 @@ def jpeg(quality: int = 75) -> Defense:
     return apply
 
 
+@DEFENSES.register("bit_depth")
 def bit_depth(bits: int = 3) -> Defense:
     """Feature squeezing (Xu et al. 2018): quantise each pixel to 2**bits levels."""
     levels = 2**bits - 1
@@ -54,6 +58,7 @@ def bit_depth(bits: int = 3) -> Defense:
     return apply
 
 
+@DEFENSES.register("median")
 def median(size: int = 3) -> Defense:
     from scipy.ndimage import median_filter
 
@@ -65,6 +70,7 @@ def median(size: int = 3) -> Defense:
     return apply
 
 
+@DEFENSES.register("tv")
 def total_variation(weight: float = 0.1, max_num_iter: int = 200) -> Defense:
     """Chambolle TV denoising, each image and channel on its own (channels stacked on
     scikit-image's channel axis, which it denoises independently)."""
@@ -80,6 +86,7 @@ def total_variation(weight: float = 0.1, max_num_iter: int = 200) -> Defense:
     return apply
 
 
+@DEFENSES.register("onnx")
 def onnx_model(weights: str) -> Defense:
     """An exported purifier file as the service runs it: onnxruntime on the CPU (model.onnx,
     model.cpu.onnx or model.int8.onnx). Not differentiable: transfer rows only. The
@@ -110,19 +117,9 @@ class PurifierDefense(nn.Module):
         return self.net(x)
 
 
-BASELINES: dict[str, Callable[..., Defense]] = {
-    "none": lambda: identity,
-    "jpeg": jpeg,
-    "bit_depth": bit_depth,
-    "median": median,
-    "tv": total_variation,
-    "onnx": onnx_model,
-}
+DEFENSES.add("none", lambda: identity)
 
 
 def build_baseline(spec: dict[str, Any]) -> Defense:
-    spec = dict(spec)
-    kind = spec.pop("kind")
-    if kind not in BASELINES:
-        raise KeyError(f"unknown defense {kind!r}; known: {sorted(BASELINES)}")
-    return BASELINES[kind](**spec)
+    """The classic defense the spec names under `kind`, with its parameters."""
+    return DEFENSES.build(spec)

@@ -16,22 +16,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from training.device import device_label, pick_device
 from training.distributed import Distributed
 from training.models import load_weights
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def batch_order(

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from training.registry import DISTANCES, GAN_LOSSES
+
 
 def _per_sample_mean(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).mean(1)
@@ -25,18 +27,17 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1.0 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)
 
 
-DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "l1": l1_distance,
-    "mae": l1_distance,
-    "l2": l2_distance,
-    "mse": l2_distance,
-    "cosine": cosine_distance,
-}
+for _name, _distance in (
+    ("l1", l1_distance),
+    ("mae", l1_distance),
+    ("l2", l2_distance),
+    ("mse", l2_distance),
+    ("cosine", cosine_distance),
+):
+    DISTANCES.add(_name, _distance)
 
 
 def get_distance(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if name not in DISTANCES:
-        raise KeyError(f"unknown distance {name!r}; known: {sorted(DISTANCES)}")
     return DISTANCES[name]
 
 
@@ -95,3 +96,11 @@ def image_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tenso
 def image_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Eq. 6: -log D_I(G(E(x~)))."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+# NRP's relativistic average GAN (Eq. 7), or the standard GAN of an image discriminator
+# (CAFD, ARN Eq. 5-6): (generator loss(real, fake), critic loss(real, fake)).
+GAN_LOSSES.add("ragan", (ragan_generator_loss, ragan_critic_loss))
+GAN_LOSSES.add(
+    "standard", (lambda real, fake: image_generator_loss(fake), image_discriminator_loss)
+)

@@ -136,7 +136,7 @@ def test_one_adversarial_training_step_lowers_the_loss_on_its_adversaries(cas, f
 def test_pgd_on_the_cas_loss_is_torchattacks_pgd_on_a_model_without_cas(fmnist_test):
     """No CAS modules: the objective is CE alone and the steps are torchattacks'."""
     from training.attacks import build_attack
-    from training.evaluate import load_target
+    from training.evaluation import load_target
 
     model = load_target(REPO / "training/configs/fmnist_lenet.yaml", torch.device("cpu"))
     x, y = fmnist_test[0][:32], fmnist_test[1][:32]
@@ -151,7 +151,7 @@ def test_pgd_on_the_cas_loss_is_torchattacks_pgd_on_a_model_without_cas(fmnist_t
 
 @pytest.fixture(scope="module")
 def at_cas_lenet() -> torch.nn.Module:
-    from training.evaluate import load_target
+    from training.evaluation import load_target
 
     return load_target(REPO / "training/configs/fmnist_lenet_at_cas.yaml", torch.device("cpu"))
 
@@ -233,7 +233,7 @@ def test_the_straight_through_stand_in_is_exact_forward_and_unmasks_the_gradient
 
 def test_a_surrogate_needs_cas_modules_and_a_known_name(fmnist_test):
     from training.attacks.library import build_attack
-    from training.evaluate import load_target
+    from training.evaluation import load_target
 
     model = load_target(REPO / "training/configs/fmnist_lenet.yaml", torch.device("cpu"))
     x, y = fmnist_test[0][:4], fmnist_test[1][:4]

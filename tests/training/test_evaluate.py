@@ -8,7 +8,7 @@ from torch import nn
 
 from tests.conftest import write_yaml
 from training.defenses import PurifierDefense, bit_depth, jpeg, median, total_variation
-from training.evaluate import Evaluation, evaluate_from_config, load_target
+from training.evaluation import Evaluation, evaluate_from_config, load_target
 
 ATTACKS = [
     {"name": "FGSM", "kind": "fgsm", "eps": 0.1},
@@ -174,7 +174,7 @@ def test_a_target_can_measure_only_some_columns_and_rows(eval_config):
 def test_a_resumed_eval_reads_back_finished_cells_and_crafts_only_what_changed(
     eval_config, tmp_path, monkeypatch
 ):
-    import training.evaluate as evaluate
+    import training.evaluation.engine as evaluate
 
     first = evaluate_from_config(write_yaml(tmp_path / "eval.yaml", eval_config))
     crafted: list[int] = []
@@ -214,7 +214,7 @@ def measured(result: dict) -> dict[str, tuple]:
 
 
 def test_a_changed_weights_file_changes_the_cell_key(tmp_path):
-    from training.eval_cache import cell_key, with_weight_hashes
+    from training.evaluation.cache import cell_key, with_weight_hashes
 
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"one")
@@ -228,7 +228,7 @@ def test_a_changed_weights_file_changes_the_cell_key(tmp_path):
 def test_attack_overrides_craft_one_kind_of_row_otherwise_on_that_target_only(
     eval_config, tmp_path, monkeypatch
 ):
-    import training.evaluate as evaluate
+    import training.evaluation.engine as evaluate
 
     built: list[tuple[str, str]] = []
     real_build_attack = evaluate.build_attack
@@ -271,7 +271,7 @@ def test_attack_overrides_craft_one_kind_of_row_otherwise_on_that_target_only(
 
 
 def test_attack_overrides_must_name_known_attacks_and_surrogates():
-    from training.evaluate import target_parts
+    from training.evaluation import target_parts
 
     with pytest.raises(KeyError, match="unknown attacks"):
         target_parts({"config": "lenet.yaml", "attack_overrides": {"pgd": {"kind": "pgd_no"}}})
@@ -283,7 +283,7 @@ def test_attack_overrides_must_name_known_attacks_and_surrogates():
 
 
 def test_wilson_interval_matches_the_formula_and_stays_in_range():
-    from training.evaluate import format_cell, wilson_interval
+    from training.evaluation import format_cell, wilson_interval
 
     low, high = wilson_interval(32, 256)  # 12.5%: a textbook value, 8.995-17.114%
     assert abs(low - 8.995) < 1e-3 and abs(high - 17.114) < 1e-3

@@ -227,7 +227,7 @@ def test_training_keeps_a_curve_from_step_zero_resumes_and_selects(tmp_path):
     assert [row.split(",")[1] for row in curve[1:]] == ["0", "1", "2", "4"]
 
     # A short trial of a recipe on the cached bank and validation set.
-    from training.guided_trial import trial
+    from training.studies.guided_trial import trial
 
     result = trial(config, 2, banks()[0], val_images=4)
     assert result["steps"] == 2 and 0.0 <= result["clean_agreement"] <= 1.0

@@ -53,7 +53,7 @@ def test_a_missing_weights_package_is_named(monkeypatch):
 
 def test_ssp_layer_comparison_runs_end_to_end(tmp_path):
     from training.config import load_config
-    from training.ssp_layers import compare_layers, markdown
+    from training.studies.ssp_layers import compare_layers, markdown
 
     config = load_config(
         REPO / "training" / "configs" / "photo_ssp_layers.yaml",

@@ -1,4 +1,4 @@
-"""Weight interpolation between two purifiers (training/interpolation.py)."""
+"""Weight interpolation between two purifiers (training/studies/interpolation.py)."""
 
 import json
 
@@ -7,8 +7,8 @@ import torch
 
 from tests.conftest import REPO, write_yaml
 from training.config import load_config
-from training.evaluate import Evaluation, load_target
-from training.interpolation import interpolate_state, main
+from training.evaluation import Evaluation, load_target
+from training.studies.interpolation import interpolate_state, main
 
 
 def test_the_line_between_two_weight_sets_starts_and_ends_at_them():

@@ -1,6 +1,6 @@
 """A run's validation rows become a table and a plot that name the attacks."""
 
-from training.learning_curve import main
+from training.reports.learning_curve import main
 
 
 def test_the_curve_is_rendered_with_attack_names(tmp_path):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from training.methods_table import best_purifier, build, replace_in_readme, write
+from training.studies.methods_table import best_purifier, build, replace_in_readme, write
 
 NR = "not run"
 
@@ -88,7 +88,7 @@ def test_write_renders_markdown_csv_and_json(tmp_path):
 
 
 def test_cards_receive_the_methods_table(tmp_path):
-    from training.methods_table import add_to_cards
+    from training.studies.methods_table import add_to_cards
 
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"name": "x", "sha256": "abc"}))

@@ -6,7 +6,7 @@ import torch
 from tests.conftest import REPO, write_yaml
 from tests.training.helpers import tiny_photo_overrides
 from training.config import load_config
-from training.evaluate import Evaluation, markdown_table
+from training.evaluation import Evaluation, markdown_table
 from training.models import build_model
 
 
@@ -57,7 +57,7 @@ def test_transfer_table_on_photos(tmp_path):
 def test_a_table_of_classic_defenses_needs_no_purifier(tmp_path):
     """`--set purifiers={}` measures the classic columns alone (the photo baselines, before
     a photo purifier exists): the report is written, and no purifier figure is drawn."""
-    from training.evaluate import evaluate_from_config
+    from training.evaluation import evaluate_from_config
 
     result = evaluate_from_config(
         REPO / "training" / "configs" / "photo_eval.yaml",

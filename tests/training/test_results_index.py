@@ -1,12 +1,12 @@
 """results/README.md is the generated index of the measured tables (issue 26)."""
 
 from tests.conftest import REPO
-from training.results_index import render
+from training.reports.results_index import render
 
 
 def test_the_results_index_is_current():
     index = (REPO / "results" / "README.md").read_text()
-    assert index == render(REPO / "results"), "run: python -m training.results_index"
+    assert index == render(REPO / "results"), "run: python -m training.reports.results_index"
 
 
 def test_the_index_names_every_table_with_its_command(tmp_path):
@@ -19,11 +19,13 @@ def test_the_index_names_every_table_with_its_command(tmp_path):
 def test_the_readme_results_table_is_rendered_from_the_measured_tables():
     import json
 
-    from training.results_summary import END, LATENCY, PHOTO_TABLE, START
-    from training.results_summary import render as render_summary
+    from training.reports.results_summary import END, LATENCY, PHOTO_TABLE, START
+    from training.reports.results_summary import render as render_summary
 
     readme = (REPO / "README.md").read_text()
     table = json.loads((REPO / PHOTO_TABLE).read_text())
     latency = json.loads((REPO / LATENCY).read_text())
     shown = readme[readme.index(START) : readme.index(END) + len(END)]
-    assert shown == render_summary(table, latency), "run: python -m training.results_summary"
+    assert shown == render_summary(table, latency), (
+        "run: python -m training.reports.results_summary"
+    )

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import REPO
 from training.attacks import build_attack
 from training.attacks.stadv import flow_loss, margin_loss, warp
-from training.evaluate import load_target
+from training.evaluation import load_target
 
 
 def test_zero_flow_is_the_identity_and_a_unit_flow_samples_the_next_pixel() -> None:

@@ -1,8 +1,8 @@
 """Attacks: SSP and BPDA written here; standard ones from libraries behind one registry."""
 
 from training.attacks.bpda import BPDAWrapper
-from training.attacks.cas_surrogates import SURROGATES
-from training.attacks.library import ATTACKS, build_attack
+from training.attacks.library import budget_text, build_attack
 from training.attacks.ssp import SSP
+from training.registry import ATTACKS, SURROGATES
 
-__all__ = ["ATTACKS", "SSP", "SURROGATES", "BPDAWrapper", "build_attack"]
+__all__ = ["ATTACKS", "SSP", "SURROGATES", "BPDAWrapper", "budget_text", "build_attack"]

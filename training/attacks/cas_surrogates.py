@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from training.models.cas import cas_modules_in
+from training.registry import SURROGATES
 
 
 class _CASStandIn(nn.Module):
@@ -37,6 +38,7 @@ class _CASStandIn(nn.Module):
             raise ValueError("a CAS surrogate needs a model with CAS modules (training.models.cas)")
 
 
+@SURROGATES.register("cas_heads")
 class CASHeads(_CASStandIn):
     """The CAS modules' auxiliary logits as the model's output."""
 
@@ -45,6 +47,7 @@ class CASHeads(_CASStandIn):
         return torch.stack([m.aux_logits for m in self.heads]).mean(0)
 
 
+@SURROGATES.register("cas_straight_through")
 class CASStraightThrough(_CASStandIn):
     """The CAS classifier's logits, with a straight-through gradient through each
     module's argmax (CAS.straight_through)."""
@@ -57,9 +60,3 @@ class CASStraightThrough(_CASStandIn):
         finally:  # the classifier itself stays exact outside this stand-in
             for m in self.heads:
                 m.straight_through = False
-
-
-SURROGATES: dict[str, type[nn.Module]] = {
-    "cas_heads": CASHeads,
-    "cas_straight_through": CASStraightThrough,
-}

@@ -10,17 +10,29 @@ can be crafted on (`surrogate`, cas_surrogates.py) are ours.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from training.attacks import cas_surrogates  # noqa: F401  (registers the stand-ins)
 from training.attacks.cas_pgd import CASLossPGD
-from training.attacks.cas_surrogates import SURROGATES
 from training.attacks.ssp import SSP
 from training.attacks.stadv import SpatialTransformAttack
+from training.registry import ATTACKS, SURROGATES
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+T = TypeVar("T")
+
+
+def budget_label(label: Callable[[dict[str, Any]], str]) -> Callable[[T], T]:
+    """Give an attack with no L-p budget the label its table rows print (`budget_text`)."""
+
+    def attach(builder: T) -> T:
+        builder.budget_text = label  # type: ignore[attr-defined]
+        return builder
+
+    return attach
 
 
 def _torchattacks() -> Any:
@@ -34,10 +46,12 @@ def _torchattacks() -> Any:
     return torchattacks
 
 
+@ATTACKS.register("fgsm")
 def _fgsm(eps: float) -> Attack:
     return lambda model, x, y: _torchattacks().FGSM(model, eps=eps)(x, y)
 
 
+@ATTACKS.register("pgd")
 def _pgd(
     eps: float, alpha: float, steps: int, targeted: bool = False, random_start: bool = True
 ) -> Attack:
@@ -52,12 +66,14 @@ def _pgd(
     return run
 
 
+@ATTACKS.register("mifgsm")
 def _mifgsm(eps: float, alpha: float, steps: int, decay: float = 1.0) -> Attack:
     return lambda model, x, y: _torchattacks().MIFGSM(
         model, eps=eps, alpha=alpha, steps=steps, decay=decay
     )(x, y)
 
 
+@ATTACKS.register("dim")
 def _dim(
     eps: float, alpha: float, steps: int, decay: float = 1.0, diversity_prob: float = 0.5
 ) -> Attack:
@@ -67,6 +83,7 @@ def _dim(
     )(x, y)
 
 
+@ATTACKS.register("tidim")
 def _tidim(
     eps: float,
     alpha: float,
@@ -87,10 +104,13 @@ def _tidim(
     )(x, y)
 
 
+@budget_label(lambda spec: f"L2 min (c={spec.get('c', 1.0)})")
+@ATTACKS.register("cw")
 def _cw(c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01) -> Attack:
     return lambda model, x, y: _torchattacks().CW(model, c=c, kappa=kappa, steps=steps, lr=lr)(x, y)
 
 
+@ATTACKS.register("apgd")
 def _apgd(eps: float, steps: int = 100, n_restarts: int = 1) -> Attack:
     """APGD-CE then APGD-DLR on the images CE did not break (AutoAttack's first two)."""
 
@@ -103,12 +123,14 @@ def _apgd(eps: float, steps: int = 100, n_restarts: int = 1) -> Attack:
     return run
 
 
+@ATTACKS.register("square")
 def _square(eps: float, n_queries: int = 1000, p_init: float = 0.8) -> Attack:
     return lambda model, x, y: _torchattacks().Square(
         model, eps=eps, n_queries=n_queries, p_init=p_init, loss="margin"
     )(x, y)
 
 
+@ATTACKS.register("ddn")
 def _ddn(steps: int = 100, l2_eps: float = 2.0, gamma: float = 0.05) -> Attack:
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         import foolbox
@@ -121,6 +143,12 @@ def _ddn(steps: int = 100, l2_eps: float = 2.0, gamma: float = 0.05) -> Attack:
     return run
 
 
+@budget_label(
+    lambda spec: (
+        f"rot {spec.get('max_rotation', 30.0)} deg, shift {spec.get('max_translation', 3.0)} px"
+    )
+)
+@ATTACKS.register("spatial")
 def _spatial(
     max_translation: float = 3.0,
     max_rotation: float = 30.0,
@@ -147,6 +175,7 @@ def _spatial(
     return run
 
 
+@ATTACKS.register("uniform_noise")
 def _uniform_noise(eps: float) -> Attack:
     """Not an attack: uniform noise in the L-inf ball, the control every purifier must
     also leave harmless (HGD trains on noise beside its attacks)."""
@@ -157,21 +186,25 @@ def _uniform_noise(eps: float) -> Attack:
     return run
 
 
-ATTACKS: dict[str, Callable[..., Attack]] = {
-    "fgsm": _fgsm,
-    "uniform_noise": _uniform_noise,
-    "pgd": _pgd,
-    "mifgsm": _mifgsm,
-    "dim": _dim,
-    "tidim": _tidim,
-    "cw": _cw,
-    "apgd": _apgd,
-    "square": _square,
-    "ddn": _ddn,
-    "spatial": _spatial,
-    "stadv": SpatialTransformAttack,  # ours: see training/attacks/stadv.py for why
-    "pgd_cas": CASLossPGD,  # ours: PGD on the CAS loss, see training/attacks/cas_pgd.py
-}
+# Ours, registered here beside the library ones: see stadv.py and cas_pgd.py for why.
+ATTACKS.add(
+    "stadv",
+    budget_label(lambda spec: f"flow smoothness (tau={spec.get('tau', 0.05)})")(
+        SpatialTransformAttack
+    ),
+)
+ATTACKS.add("pgd_cas", CASLossPGD)
+
+
+@ATTACKS.register("ssp")
+def _ssp(feature_extractor: nn.Module | None = None, **params: Any) -> Attack:
+    """SSP (ssp.py) distorts a feature extractor's output, not the model's prediction."""
+    if feature_extractor is None:
+        raise ValueError("the SSP attack needs the feature extractor")
+    ssp = SSP(feature_extractor, **params)
+    return lambda model, x, y: ssp(x)
+
+
 # Keys of an attack spec that describe the evaluation, not the attack's parameters.
 _META_KEYS = ("name", "kind", "adaptive", "seen", "only", "feature_extractor")
 
@@ -181,20 +214,23 @@ def build_attack(spec: dict[str, Any], feature_extractor: nn.Module | None = Non
     that stand-in for the model it is given."""
     params = {k: v for k, v in spec.items() if k not in _META_KEYS}
     surrogate = params.pop("surrogate", None)
-    kind = spec["kind"]
-    if kind == "ssp":
-        if feature_extractor is None:
-            raise ValueError("the SSP attack needs the feature extractor")
+    builder = ATTACKS[spec["kind"]]
+    if builder is _ssp:
         if surrogate is not None:
             raise ValueError("SSP attacks a feature extractor, not the model: no surrogate")
-        ssp = SSP(feature_extractor, **params)
-        return lambda model, x, y: ssp(x)
-    if kind not in ATTACKS:
-        raise KeyError(f"unknown attack {kind!r}; known: {sorted([*ATTACKS, 'ssp'])}")
-    attack = ATTACKS[kind](**params)
+        return _ssp(feature_extractor, **params)
+    attack = builder(**params)
     if surrogate is None:
         return attack
-    if surrogate not in SURROGATES:
-        raise KeyError(f"unknown surrogate {surrogate!r}; known: {sorted(SURROGATES)}")
     stand_in = SURROGATES[surrogate]
     return lambda model, x, y: attack(stand_in(model).eval(), x, y)
+
+
+def budget_text(spec: dict[str, Any]) -> str:
+    """The row's budget as the tables print it: the L-p ball, else the attack's own label."""
+    if "eps" in spec:
+        return f"Linf {spec['eps']}"
+    if "l2_eps" in spec:
+        return f"L2 {spec['l2_eps']}"
+    label = getattr(ATTACKS[spec["kind"]], "budget_text", None)
+    return label(spec) if label else "-"

@@ -1,4 +1,4 @@
-"""Dataset lookup by config name."""
+"""Datasets by config name (`data.dataset`), registered in `training.registry.DATASETS`."""
 
 from __future__ import annotations
 
@@ -8,25 +8,32 @@ import torch
 
 from training.data.fashion_mnist import load_fashion_mnist
 from training.data.photos import PhotoCrops
+from training.registry import DATASETS
+
+
+@DATASETS.register("fashion_mnist")
+def _fashion_mnist(spec: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_fashion_mnist(
+        split, limit=spec.get("train_limit" if split == "train" else "test_limit")
+    )
+
+
+@DATASETS.register("photos")
+def _photos(spec: dict[str, Any], split: str) -> tuple[Any, None]:
+    crops = PhotoCrops(
+        split,
+        count=int(spec[f"{split}_crops"]),
+        size=int(spec.get("crop", 128)),
+        min_scale=float(spec.get("min_scale", 0.1)),
+        seed=int(spec.get("seed", 0)) + (split == "test"),
+    )
+    return (crops if split == "train" else crops.tensor()), None
 
 
 def load_dataset(spec: dict[str, Any], split: str) -> tuple[Any, torch.Tensor | None]:
     """(images, labels). Photos have no labels, and their training split is a PhotoCrops
     (crops made on demand, indexable like a tensor)."""
-    name = spec.get("dataset", "fashion_mnist")
-    limit_key = "train_limit" if split == "train" else "test_limit"
-    if name == "fashion_mnist":
-        return load_fashion_mnist(split, limit=spec.get(limit_key))
-    if name == "photos":
-        crops = PhotoCrops(
-            split,
-            count=int(spec[f"{split}_crops"]),
-            size=int(spec.get("crop", 128)),
-            min_scale=float(spec.get("min_scale", 0.1)),
-            seed=int(spec.get("seed", 0)) + (split == "test"),
-        )
-        return (crops if split == "train" else crops.tensor()), None
-    raise KeyError(f"unknown dataset {name!r}")
+    return DATASETS[spec.get("dataset", "fashion_mnist")](spec, split)
 
 
 def train_and_validation(config: dict[str, Any]) -> tuple[tuple[Any, Any], tuple[Any, Any]]:

@@ -13,7 +13,7 @@ from purifier.suspicion import STATISTICS
 from training.attacks.bank import to_float, to_uint8
 from training.data.registry import load_dataset
 from training.defenses import Defense
-from training.evaluate import wilson_interval
+from training.evaluation import wilson_interval
 
 
 def quantized(x: torch.Tensor) -> torch.Tensor:

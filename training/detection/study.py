@@ -34,7 +34,6 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from purifier.contract import MODEL_FILE
 from purifier.suspicion import FALSE_POSITIVE_RATES, STATISTICS
 from training.attacks.library import build_attack
-from training.confidence import confident_mask
 from training.config import apply_run_settings, load_config
 from training.defenses import Defense, identity, onnx_model
 from training.detection.adaptive import adaptive_rows
@@ -47,7 +46,8 @@ from training.detection.scores import (
 )
 from training.detection.summary import adaptive as adaptive_section
 from training.detection.summary import percent_cell
-from training.evaluate import load_purifier, load_target, predict
+from training.evaluation import load_purifier, load_target, predict
+from training.evaluation.confidence import confident_mask
 from training.export.card import update_card
 from training.models import build_feature_extractor
 

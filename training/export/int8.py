@@ -160,7 +160,7 @@ def int8_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     from training.config import load_config
-    from training.evaluate import evaluate_from_config
+    from training.evaluation import evaluate_from_config
     from training.export.graph import parity_inputs, real_images
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

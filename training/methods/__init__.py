@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from training.config import load_config
 
-def get_trainer(method: str) -> Callable[[dict[str, Any], bool], Any]:
-    if method == "classifier":
-        from training.methods.classifier import train_classifier
+# Importing each method registers its trainer in TRAINERS.
+from training.methods import adversarial, arn, classifier, guided, nrp  # noqa: F401
+from training.registry import TRAINERS
 
-        return train_classifier
-    if method in ("nrp", "cafd"):  # CAFD: NRP's self-supervised loop in CAF space
-        from training.methods.nrp import train_nrp
 
-        return train_nrp
-    if method == "arn":
-        from training.methods.arn import train_arn
-
-        return train_arn
-    if method == "adversarial":
-        from training.methods.adversarial import train_adversarial
-
-        return train_adversarial
-    if method == "guided":
-        from training.methods.guided import train_guided
-
-        return train_guided
-    raise KeyError(
-        f"unknown method {method!r}; known: classifier, nrp, cafd, arn, adversarial, guided"
-    )
+def train_from_config(
+    path: str | Path, overrides: list[str] | None = None, resume: bool = True
+) -> Any:
+    """`purifier train CONFIG`: the config's method trains it (resuming its checkpoint)."""
+    config = load_config(path, overrides)
+    return TRAINERS[config["method"]](config, resume)

@@ -23,6 +23,7 @@ from training.distributed import Distributed
 from training.loop import fit, start_run
 from training.models import build_model
 from training.models.cas import CASClassifier, cas_loss
+from training.registry import TRAINERS
 
 
 class AdversarialTrainer:
@@ -104,6 +105,7 @@ def batch_augment(spec: dict[str, Any] | None) -> Callable[[torch.Tensor], torch
     return run
 
 
+@TRAINERS.register("adversarial")
 def train_adversarial(config: dict[str, Any], resume: bool = True) -> Path:
     ctx = start_run(config)
     train, val = train_and_validation(config)

@@ -35,6 +35,7 @@ from training.losses import (
 )
 from training.models import build_model, load_weights
 from training.models.arn import ARNAutoencoder
+from training.registry import TRAINERS
 
 
 def load_target(spec: dict[str, Any], device: torch.device) -> nn.Module:
@@ -211,6 +212,7 @@ def seen_adversaries(
     return x_tilde
 
 
+@TRAINERS.register("arn")
 def train_arn(config: dict[str, Any], resume: bool = True) -> Path:
     ctx = start_run(config)
     (x_train, y_train), val = train_and_validation(config)

@@ -11,17 +11,18 @@ import torch.nn.functional as F
 
 from training.config import seed_everything
 from training.data.registry import load_dataset
+from training.device import pick_device
 from training.loop import (
     Checkpoint,
     MetricsLog,
     batch_order,
     error_rate,
-    pick_device,
     progress,
     save_weights,
     steps_per_epoch,
 )
 from training.models import build_model
+from training.registry import TRAINERS
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -34,6 +35,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
 
 
+@TRAINERS.register("classifier")
 def train_classifier(config: dict[str, Any], resume: bool = True) -> Path:
     seed = int(config.get("seed", 0))
     seed_everything(seed)

@@ -42,14 +42,15 @@ from training.attacks.bank import (
     top1,
 )
 from training.attacks.library import build_attack
-from training.confidence import confidence
 from training.data.photos import PhotoCrops
 from training.data.registry import load_dataset
 from training.distributed import Distributed
+from training.evaluation.confidence import confidence
 from training.loop import Checkpoint, fit, start_run
 from training.methods.nrp import psnr
 from training.models import build_feature_extractor, build_model, load_weights
 from training.models.targets import FeatureTaps
+from training.registry import TRAINERS
 
 
 def random_view(batch: torch.Tensor, side: int, flip: torch.Tensor) -> torch.Tensor:
@@ -391,6 +392,7 @@ def select_weights(config: dict[str, Any], last: Path) -> Path:
     return target
 
 
+@TRAINERS.register("guided")
 def train_guided(config: dict[str, Any], resume: bool = True) -> Path:
     ctx = start_run(config)
     val = build_validation(config, ctx.device)

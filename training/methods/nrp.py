@@ -19,24 +19,9 @@ from training.attacks.ssp import SSP
 from training.data.registry import train_and_validation
 from training.distributed import Distributed
 from training.loop import fit, start_run
-from training.losses import (
-    get_distance,
-    image_discriminator_loss,
-    image_generator_loss,
-    ragan_critic_loss,
-    ragan_generator_loss,
-)
+from training.losses import get_distance
 from training.models import build_feature_extractor, build_model
-
-# NRP's relativistic average GAN (Eq. 7), or the standard GAN of an image discriminator
-# (CAFD, ARN Eq. 5-6): (generator loss(real, fake), critic loss(real, fake)).
-GAN_LOSSES = {
-    "ragan": (ragan_generator_loss, ragan_critic_loss),
-    "standard": (
-        lambda real, fake: image_generator_loss(fake),
-        image_discriminator_loss,
-    ),
-}
+from training.registry import GAN_LOSSES, TRAINERS
 
 
 class NRPObjective:
@@ -54,8 +39,6 @@ class NRPObjective:
         self.features = features
         self.alpha, self.gamma, self.lam = alpha, gamma, lam
         self.distance = get_distance(feature_distance)
-        if gan not in GAN_LOSSES:
-            raise KeyError(f"unknown gan loss {gan!r}; known: {sorted(GAN_LOSSES)}")
         self.generator_gan, self.critic_gan = GAN_LOSSES[gan]
 
     def purifier_loss(
@@ -205,6 +188,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return (10 * torch.log10(1.0 / mse)).item()
 
 
+# CAFD is NRP's self-supervised loop in class-activation feature space.
+@TRAINERS.register("nrp", "cafd")
 def train_nrp(config: dict[str, Any], resume: bool = True) -> Path:
     ctx = start_run(config)
     (x_train, _), (x_val, _) = train_and_validation(config)  # labels are never used

@@ -1,46 +1,24 @@
-"""Model registry: `build_model({"arch": NAME, **kwargs})` (timm-style factories)."""
+"""Networks by name: `build_model({"arch": NAME, **kwargs})` (timm-style factories that
+register themselves in `training.registry.MODELS`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from training.models.arn import arn, arn_attack_discriminator
+# Importing each family registers its builders in MODELS.
+from training.models import arn, cam, cas, critics, guided, imagenet, purifiers, targets  # noqa: F401
 from training.models.cam import ClassActivationFeatures
-from training.models.cas import cas_classifier
-from training.models.critics import vgg_critic
-from training.models.guided import guided_unet
-from training.models.imagenet import efficientnet_lite0_imagenet, mobilenet_v2_imagenet
-from training.models.purifiers import nrp, nrp_unet
-from training.models.targets import FeatureExtractor, lenet, resnet_small, vgg_small
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "lenet": lenet,
-    "resnet_small": resnet_small,
-    "vgg_small": vgg_small,
-    "cas": cas_classifier,
-    "nrp": nrp,
-    "nrp_unet": nrp_unet,
-    "guided_unet": guided_unet,
-    "arn": arn,
-    "arn_attack_discriminator": arn_attack_discriminator,
-    "vgg_critic": vgg_critic,
-    # pretrained ImageNet classifiers: their weights come with their packages
-    "mobilenet_v2_imagenet": mobilenet_v2_imagenet,
-    "efficientnet_lite0_imagenet": efficientnet_lite0_imagenet,
-}
+from training.models.targets import FeatureExtractor
+from training.registry import MODELS
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
-    spec = dict(spec)
-    arch = spec.pop("arch")
-    if arch not in MODELS:
-        raise KeyError(f"unknown arch {arch!r}; known: {sorted(MODELS)}")
-    return MODELS[arch](**spec)
+    """The network `spec["arch"]` names, built with the spec's other keys."""
+    return MODELS.build(spec)
 
 
 def load_weights(model: nn.Module, path: str | Path, new_layers: tuple[str, ...] = ()) -> nn.Module:

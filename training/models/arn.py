@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.registry import MODELS
+
 
 def _down(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 4, 2, 1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
@@ -86,10 +88,12 @@ class AttackDiscriminator(nn.Module):
         return self.net(code)
 
 
+@MODELS.register("arn")
 def arn(in_channels: int = 1, nf: int = 64, code_channels: int = 32) -> ARNAutoencoder:
     return ARNAutoencoder(in_channels, nf, code_channels)
 
 
+@MODELS.register("arn_attack_discriminator")
 def arn_attack_discriminator(
     code_channels: int = 32, num_attacks: int = 2, width: int = 128
 ) -> AttackDiscriminator:

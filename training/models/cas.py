@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.models.targets import require_layers
+from training.registry import MODELS
 
 
 class CAS(nn.Module):
@@ -91,7 +92,6 @@ class CASClassifier(nn.Module):
         return self.base.head(h)
 
 
+@MODELS.register("cas")
 def cas_classifier(base: dict, after: list[str], num_classes: int = 10) -> CASClassifier:
-    from training.models import build_model  # the registry imports this module
-
-    return CASClassifier(build_model({**base, "num_classes": num_classes}), after, num_classes)
+    return CASClassifier(MODELS.build({**base, "num_classes": num_classes}), after, num_classes)

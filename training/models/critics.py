@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.registry import MODELS
+
 
 def _conv_bn(cin: int, cout: int, stride: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
@@ -34,5 +36,6 @@ class VGGCritic(nn.Module):
         return self.head(self.features(x)).squeeze(1)
 
 
+@MODELS.register("vgg_critic")
 def vgg_critic(in_channels: int = 3, nf: int = 32) -> VGGCritic:
     return VGGCritic(in_channels, nf)

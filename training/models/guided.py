@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.registry import MODELS
+
 # A pixel-unshuffle (2) and two stride-2 levels: the padded side is a multiple of this.
 PAD_MULTIPLE = 8
 
@@ -131,6 +133,7 @@ class GuidedUNet(nn.Module):
         return (x + self.residual(x)).clamp(0.0, 1.0)
 
 
+@MODELS.register("guided_unet")
 def guided_unet(**kwargs: object) -> GuidedUNet:
     """GuidedUNet from a config's keyword arguments (see its constructor)."""
     return GuidedUNet(**kwargs)  # type: ignore[arg-type]

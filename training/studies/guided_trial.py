@@ -1,4 +1,4 @@
-"""`python -m training.guided_trial CONFIG STEPS [--set KEY=VALUE ...]`: a short trial of
+"""`python -m training.studies.guided_trial CONFIG STEPS [--set KEY=VALUE ...]`: a short trial of
 a guided-purifier recipe, to size and steer the long runs (what the loss weights, the
 learning rate and the patch size do in a few hundred steps), without touching the run's
 checkpoint or logs.

@@ -5,7 +5,7 @@ straight line between their weights (WiSE-FT, Wortsman et al., CVPR 2022) gives 
 of purifiers at no training cost. This measures that family's trade-off - clean error
 against attack error - on the images, targets and attacks of an evaluation config:
 
-    python -m training.interpolation training/configs/fmnist_eval_cpu.yaml \
+    python -m training.studies.interpolation training/configs/fmnist_eval_cpu.yaml \
         --pair nrp nrp_clean --attacks FGSM PGD-40
 
 writes OUTPUT_DIR/interpolation.{md,json}: one table per target, a column per weight t
@@ -28,8 +28,8 @@ from torch import nn
 
 from training.config import apply_run_settings, load_config
 from training.defenses import PurifierDefense, identity
-from training.evaluate import Evaluation, load_target, markdown_table, target_parts
-from training.loop import device_label
+from training.device import device_label
+from training.evaluation import Evaluation, load_target, markdown_table, target_parts
 
 
 def interpolate_state(
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attacks", nargs="+", default=["FGSM", "PGD-40"])
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    command = "python -m training.interpolation " + shlex.join(argv)
+    command = "python -m training.studies.interpolation " + shlex.join(argv)
     config = load_config(args.config)
     result = measure(config, tuple(args.pair), args.weights, args.attacks, command)
     out_dir = Path(config["output_dir"])

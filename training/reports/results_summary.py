@@ -1,4 +1,4 @@
-"""`python -m training.results_summary [README.md]`: the README's one results table,
+"""`python -m training.reports.results_summary [README.md]`: the README's one results table,
 rendered from the photo table (results/photos_confident/table.json, `purifier eval`) and
 the per-model latency benchmark (benchmarks/results/model_latency.json), between the
 README's `<!-- results-summary -->` markers - so that no number in it is typed by hand
@@ -44,7 +44,7 @@ def render(table: dict[str, Any], latency: dict[str, Any], model: str = "photo-g
     )
     lines = [
         START,
-        f"Rendered by `python -m training.results_summary` from `{table['command']}` "
+        f"Rendered by `python -m training.reports.results_summary` from `{table['command']}` "
         f"(n = {table['num_images']} confident held-out photo crops; attacks crafted on "
         "MobileNetV2; EfficientNet-Lite0 never seen in training or selection) and "
         f"`{latency['command']}`.",

@@ -1,4 +1,4 @@
-"""`python -m training.learning_curve RUN_DIR`: a run's validation.csv (held-out figures
+"""`python -m training.reports.learning_curve RUN_DIR`: a run's validation.csv (held-out figures
 against steps, written by training.loop.fit) as RUN_DIR/curve.md and RUN_DIR/curve.png,
 so that the next session can read at a glance whether to continue, change or stop.
 

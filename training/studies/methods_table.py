@@ -1,7 +1,7 @@
 """The methods table in the style of ARN's Tables 1-5: defenses as rows, attacks as
 columns, built from one `purifier eval` result (table.json) - never typed by hand.
 
-    python -m training.methods_table results/fmnist_methods/table.json \
+    python -m training.studies.methods_table results/fmnist_methods/table.json \
         --cards exported_models/fmnist-*/1/card.json --readme docs/methods.md
 
 The eval config's `methods_table` names the white-box target, the cross-model target and
@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from training.evaluate import format_cell
+from training.evaluation import format_cell
 
 Row = tuple[str, list[float | str | None]]
 
@@ -106,7 +106,7 @@ def write(result: dict[str, Any], tables: dict[str, Any], out_dir: Path) -> str:
     intro = (
         f"Top-1 error (%) on {result['num_images']} Fashion-MNIST test images; "
         f"device: {result['device']}; `{result['command']}`; rendered by "
-        "`python -m training.methods_table`. Rows: defenses; columns: attacks "
+        "`python -m training.studies.methods_table`. Rows: defenses; columns: attacks "
         "(crafted on each row's classifier; 'seen by X': X trained on that attack)."
     )
     parts = [intro, ""]

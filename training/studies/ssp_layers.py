@@ -5,7 +5,7 @@ For each candidate layer: SSP (Alg. 1) at eps on held-out photo crops, then the 
 rate (top-1 differs from the clean image's top-1) on the source network itself and on
 every transfer target, and the mean feature distortion reached.
 
-    python -m training.ssp_layers training/configs/photo_ssp_layers.yaml [--set k=v ...]
+    python -m training.studies.ssp_layers training/configs/photo_ssp_layers.yaml [--set k=v ...]
 Writes OUT/ssp_layers.{json,md}.
 """
 
@@ -23,8 +23,8 @@ from training.attacks.ssp import SSP
 from training.config import apply_run_settings, load_config
 from training.data.photos import PhotoCrops
 from training.defenses import identity
-from training.evaluate import predict
-from training.loop import device_label, pick_device
+from training.device import device_label, pick_device
+from training.evaluation import predict
 from training.models import FeatureExtractor, build_model
 
 
@@ -106,7 +106,7 @@ def main() -> None:
     result = compare_layers(config)
     out = Path(config["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m training.ssp_layers " + " ".join(
+    command = "python -m training.studies.ssp_layers " + " ".join(
         [args.config, *(f"--set {s}" for s in args.set)]
     )
     result["command"] = command

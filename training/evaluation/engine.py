@@ -1,22 +1,7 @@
-"""`purifier eval CONFIG`: the robustness table (targets x attacks x defenses).
-
-Cells are the target classifier's top-1 error (%) on the first N test images.
-Non-adaptive attacks are crafted on the undefended classifier (or, for SSP, on the
-feature extractor) and then passed through each defense. Adaptive rows attack the
-defended pipeline itself: BPDA (identity backward through the defense) for every
-defense, and white-box gradients through each differentiable purifier.
-
-Unlabelled data (photos): the reference is the target's own top-1 on the clean image,
-so a cell is the fooling rate (%) and the clean row is 100 - clean agreement. With a
-`source` model, attacks are crafted once on it and measured on every target (transfer).
-"""
+"""The table's engine: every (attack, defense) cell on one target, cached as measured."""
 
 from __future__ import annotations
 
-import csv
-import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,40 +9,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.attacks import ATTACKS, SURROGATES, BPDAWrapper, build_attack
-from training.confidence import confident_mask
-from training.config import apply_run_settings, load_config
+from training.attacks import BPDAWrapper, budget_text, build_attack
 from training.data.registry import load_dataset
 from training.defenses import Defense, PurifierDefense, build_baseline, identity
-from training.eval_cache import (
+from training.device import pick_device
+from training.evaluation.cache import (
     CellCache,
     attack_identity,
     cell_key,
     model_identity,
     with_weight_hashes,
 )
-from training.loop import device_label, pick_device
-from training.models import build_feature_extractor, build_model, load_weights
+from training.evaluation.confidence import confident_mask
+from training.evaluation.report import attack_kind
+from training.evaluation.targets import classifier_specs, load_purifier, load_target
+from training.models import build_feature_extractor
 
 NOT_APPLICABLE = None  # a cell where the attack cannot be run against that defense
 NOT_RUN = "not run"  # a cell left out by the config's `only` (e.g. too slow on this machine)
-
-
-def load_target(spec: str | Path | dict[str, Any], device: torch.device) -> nn.Module:
-    """A classifier from its training config (arch + weights path), or from an arch spec
-    of a pretrained model ({arch: mobilenet_v2_imagenet})."""
-    if isinstance(spec, dict):
-        model = build_model(spec)
-    else:
-        cfg = load_config(spec)
-        model = load_weights(build_model(cfg["model"]), cfg["weights"])
-    return model.to(device).eval().requires_grad_(False)
-
-
-def load_purifier(config_path: str | Path, device: torch.device) -> PurifierDefense:
-    cfg = load_config(config_path)
-    net = load_weights(build_model(cfg["purifier"]), cfg["weights"])
-    return PurifierDefense(net).to(device)
 
 
 def predict(model: nn.Module, x: torch.Tensor, defense: Defense, batch: int) -> torch.Tensor:
@@ -251,7 +220,7 @@ class Evaluation:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`data.min_confidence`: only the images that the source and every target
         classify with top-1 probability >= threshold. On crops of wallpapers many top-1s
-        are near-ties that sub-grey-level noise flips (training.agreement_floor), so
+        are near-ties that sub-grey-level noise flips (training.studies.agreement_floor), so
         clean agreement there measures tie-breaking, not purification."""
         models = [load_target(spec, self.device) for spec in classifier_specs(self.config)]
         keep = confident_mask(models, x.to(self.device), threshold, self.batch).cpu()
@@ -313,215 +282,3 @@ class Evaluation:
         if adaptive == "whitebox":
             return defense if isinstance(defense, PurifierDefense) else None
         raise ValueError(f"unknown adaptive mode {adaptive!r} (bpda | whitebox)")
-
-
-def budget_text(spec: dict[str, Any]) -> str:
-    if "eps" in spec:
-        return f"Linf {spec['eps']}"
-    if "l2_eps" in spec:
-        return f"L2 {spec['l2_eps']}"
-    if spec["kind"] == "cw":
-        return f"L2 min (c={spec.get('c', 1.0)})"
-    if spec["kind"] == "spatial":
-        return (
-            f"rot {spec.get('max_rotation', 30.0)} deg, shift {spec.get('max_translation', 3.0)} px"
-        )
-    if spec["kind"] == "stadv":
-        return f"flow smoothness (tau={spec.get('tau', 0.05)})"
-    return "-"
-
-
-def attack_kind(spec: dict[str, Any]) -> str:
-    if spec.get("adaptive"):
-        return f"adaptive ({spec['adaptive']})"
-    seen = spec.get("seen")
-    if isinstance(seen, (str, list)):  # seen by some purifiers only
-        return "seen by " + (seen if isinstance(seen, str) else ", ".join(seen))
-    return "seen" if seen else "unseen"
-
-
-def target_parts(
-    entry: str | dict[str, Any],
-) -> tuple[str | dict[str, Any], list[str] | None, list[str] | None, dict[str, dict[str, Any]]]:
-    """(the target's config or arch spec, its columns, its rows, its attack overrides)
-    from a config's `targets` entry: a training config, a pretrained arch spec, or
-    {config: PATH, defenses: [...], attacks: [...]} to measure only some cells on it
-    (None: all), with `attack_overrides: {pgd: {surrogate: cas_heads}}` to craft every
-    row of one kind with those settings replaced on it (a CAS classifier masks the
-    gradient of its output: its rows attack a stand-in, training.attacks.cas_surrogates)."""
-    if isinstance(entry, dict) and "config" in entry:
-        overrides = {k: dict(v) for k, v in entry.get("attack_overrides", {}).items()}
-        kinds = {v.get("kind", k) for k, v in overrides.items()}
-        unknown = sorted(kinds - {*ATTACKS, "ssp"})
-        if unknown:
-            raise KeyError(f"attack_overrides names unknown attacks {unknown}")
-        surrogates = {v["surrogate"] for v in overrides.values() if "surrogate" in v}
-        unknown = sorted(surrogates - set(SURROGATES))
-        if unknown:
-            raise KeyError(f"attack_overrides names unknown surrogates {unknown}")
-        return entry["config"], entry.get("defenses"), entry.get("attacks"), overrides
-    return entry, None, None, {}
-
-
-def classifier_specs(config: dict[str, Any]) -> list[str | dict[str, Any]]:
-    """The source's and every target's config or arch spec, each once (the photo tables'
-    source, MobileNetV2, is also a target: one pass over the images is enough for it)."""
-    specs = [config["source"]] if "source" in config else []
-    for entry in config["targets"].values():
-        spec = target_parts(entry)[0]
-        if spec not in specs:
-            specs.append(spec)
-    return specs
-
-
-def evaluate_from_config(
-    path: str | Path, overrides: list[str] | None = None, resume: bool = False
-) -> dict[str, Any]:
-    """The whole table for a config. `resume`: reuse the cells a stopped run of the same
-    specs and weights already measured (training.eval_cache)."""
-    config = load_config(path, overrides)
-    apply_run_settings(config)
-    start = time.time()
-    ev = Evaluation(config, resume)
-    result: dict[str, Any] = {
-        # The command that reproduces the table: without --resume, which changes what is
-        # measured again, not the numbers (rows count their `cells_resumed`).
-        "command": "purifier eval "
-        + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--resume")
-        if sys.argv[1:2] == ["eval"]
-        else f"purifier eval {path}",
-        "config": str(path),
-        "num_images": len(ev.x),
-        "data": config["data"],
-        "labelled": ev.y is not None,
-        "source": config.get("source"),
-        "seed": ev.seed,
-        "device": device_label(ev.device),
-        "defenses": list(ev.defenses),
-        "purifiers": list(ev.purifiers),
-        "purifier_configs": dict(config["purifiers"]),
-        "targets": {},
-    }
-    examples = None
-    out_dir = Path(config["output_dir"])
-    for name, entry in config["targets"].items():
-        print(f"target {name}", flush=True)
-        target_cfg, columns, attacks, attack_overrides = target_parts(entry)
-        target = load_target(target_cfg, ev.device)
-        rows: list[dict[str, Any]] = []
-        result["targets"][name] = {"config": target_cfg, "rows": rows}
-        if attack_overrides:
-            result["targets"][name]["attack_overrides"] = attack_overrides
-        adv = ev.evaluate_target(
-            target,
-            rows,
-            on_row=lambda: write_reports(result, out_dir),
-            defenses=columns,
-            attacks=attacks,
-            target_spec=target_cfg,
-            attack_overrides=attack_overrides,
-        )
-        if examples is None:
-            examples = (target, adv)
-    # This run's seconds: cells read back by --resume were measured (and timed) earlier.
-    result["elapsed_s"] = round(time.time() - start, 1)
-    result["cells_resumed"] = sum(
-        row.get("cells_resumed", 0) for t in result["targets"].values() for row in t["rows"]
-    )
-    write_reports(result, out_dir)
-    # The figure shows a purifier's output: a table of classic defenses only has none.
-    if ev.purifiers and examples is not None and config.get("figure_attack") in examples[1]:
-        from training.figures import example_figure
-
-        target, adv = examples
-        purifier = next(iter(ev.purifiers.values()))
-        example_figure(
-            ev.x[:8].cpu(),
-            adv[config["figure_attack"]],
-            purifier.cpu(),
-            out_dir / "examples.png",
-            title=config["figure_attack"],
-        )
-    resumed = f", {result['cells_resumed']} cells read back" if result["cells_resumed"] else ""
-    print(f"wrote {out_dir}/table.md, table.csv, table.json in {result['elapsed_s']} s{resumed}")
-    return result
-
-
-def format_cell(value: float | str | None, n: int | None = None) -> str:
-    """A rate in percent; with n, its 95% Wilson interval beside it."""
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return "n/a"
-    if n is None:
-        return f"{value:.1f}"
-    low, high = wilson_interval(round(value * n / 100), n)
-    return f"{value:.1f} [{low:.1f}, {high:.1f}]"
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The 95% Wilson score interval of a binomial rate, in percent (Wilson 1927): unlike
-    the normal approximation it stays inside [0, 100] and is honest near 0% and 100%."""
-    if n <= 0:
-        raise ValueError("n must be positive")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
-
-
-def markdown_table(result: dict[str, Any]) -> str:
-    if result.get("labelled", True):
-        what = f"Top-1 error (%) on {result['num_images']} Fashion-MNIST test images"
-    else:
-        what = (
-            f"Fooling rate (%): top-1 differs from the target's clean top-1, on "
-            f"{result['num_images']} held-out photo crops (clean row: 100 - clean agreement)"
-        )
-        if "min_confidence" in result.get("data", {}):
-            what += (
-                f", those the source and every target classify with top-1 probability >= "
-                f"{result['data']['min_confidence']}"
-            )
-        if result.get("source"):
-            what += f"; attacks crafted on {result['source']['arch']}"
-    # Photo tables are a few hundred crops: each rate carries its 95% Wilson interval.
-    n = None if result.get("labelled", True) else int(result["num_images"])
-    if n is not None:
-        what += f"; [95% Wilson interval], n = {n}"
-    lines = [f"{what}; device: {result['device']}; `{result['command']}`.", ""]
-    defenses = result["defenses"]
-    for target, block in result["targets"].items():
-        lines += [f"### Target: {target}", ""]
-        for kind, override in block.get("attack_overrides", {}).items():
-            lines += [f"Every `{kind}` row on {target} is crafted with `{override}`.", ""]
-        lines.append("| attack | budget | kind | " + " | ".join(defenses) + " |")
-        lines.append("|---|---|---|" + "---|" * len(defenses))
-        for row in block["rows"]:
-            cells = " | ".join(format_cell(row["error"][d], n) for d in defenses)
-            lines.append(f"| {row['attack']} | {row['budget']} | {row['kind']} | {cells} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_reports(result: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "table.json").write_text(json.dumps(result, indent=2))
-    (out_dir / "table.md").write_text(markdown_table(result))
-    with (out_dir / "table.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["target", "attack", "budget", "kind", *result["defenses"]])
-        for target, block in result["targets"].items():
-            for row in block["rows"]:
-                writer.writerow(
-                    [
-                        target,
-                        row["attack"],
-                        row["budget"],
-                        row["kind"],
-                        *(
-                            "" if row["error"][d] is None else row["error"][d]
-                            for d in result["defenses"]
-                        ),
-                    ]
-                )

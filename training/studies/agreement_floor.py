@@ -8,7 +8,7 @@ clean top-1 - on all images, and on those that the source and every target class
 top-1 probability >= the threshold (the selection of `data.min_confidence`, a label-free
 stand-in for "correctly classified"):
 
-    python -m training.agreement_floor training/configs/photo_eval.yaml
+    python -m training.studies.agreement_floor training/configs/photo_eval.yaml
 
 writes OUTPUT_DIR/agreement_floor.{md,json}.
 """
@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from training.confidence import confident_mask
 from training.config import apply_run_settings, load_config
 from training.data.registry import load_dataset
 from training.defenses import Defense, identity
-from training.evaluate import classifier_specs, load_target, predict, target_parts
-from training.loop import device_label, pick_device
+from training.device import device_label, pick_device
+from training.evaluation import classifier_specs, load_target, predict, target_parts
+from training.evaluation.confidence import confident_mask
 
 PSNRS_DB = (50.0, 45.0, 40.0, 35.0, 30.0)
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     apply_run_settings(config)
     start = time.time()
     result = measure(config, tuple(args.psnr), args.threshold)
-    result["command"] = "python -m training.agreement_floor " + shlex.join(argv)
+    result["command"] = "python -m training.studies.agreement_floor " + shlex.join(argv)
     result["elapsed_s"] = round(time.time() - start, 1)
     out = Path(config["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
