@@ -74,7 +74,7 @@ run: $(SERVE_VENV)/.serve-installed
 	$(SERVE_VENV)/bin/purifier serve --port $(PORT)
 
 test: $(VENV)/.train-installed data deploy-tools
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadscope
 
 # Benchmarks run alone on the machine; results land in benchmarks/results/.
 # model_latency ~2 min, serve_bench ~25 min (+ ~8 min of 640x480 photos with the

@@ -11,6 +11,14 @@ from tests.conftest import REPO
 from tests.hostile_corpus import CASES, photo, save
 
 SECONDS = int(os.environ.get("PURIFIER_ATHERIS_SECONDS", "20"))
+# libFuzzer's -rss_limit_mb reads the peak RSS (getrusage), and Linux keeps a process's
+# peak across exec: a fuzzer exec'd straight from a pytest worker that holds 3.4 GB of
+# models was "out of memory" before its first input. A small launcher forks it instead.
+FRESH_PEAK_RSS = [
+    sys.executable,
+    "-c",
+    "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))",
+]
 
 
 def test_decode_survives_coverage_guided_fuzzing(tmp_path):
@@ -23,6 +31,7 @@ def test_decode_survives_coverage_guided_fuzzing(tmp_path):
         (seeds / f"valid.{fmt.lower()}").write_bytes(save(photo(12, 9), fmt))
     run = subprocess.run(
         [
+            *FRESH_PEAK_RSS,
             sys.executable,
             "-m",
             "tests.fuzz.atheris_decode",

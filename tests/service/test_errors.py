@@ -113,7 +113,8 @@ def test_overload_is_refused_by_estimated_wait_and_accepted_requests_finish(star
 
 def test_past_the_deadline_is_504(start_server):
     slow = start_server(PURIFIER_REQUEST_TIMEOUT_S="0.2", PURIFIER_MAX_QUEUE_SIZE="1000")
-    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1024, 1024), dtype=np.uint8))
+    # Several 256-pixel tiles of fmnist-nrp, each longer than the 0.2 s deadline alone.
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (640, 640), dtype=np.uint8))
     assert_error(post_image(slow.url, encode_image(big, "PNG")), 504, "deadline_exceeded")
     # Batches already running finish; queued tiles of the abandoned request are dropped.
     deadline = time.time() + 60

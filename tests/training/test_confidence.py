@@ -8,10 +8,10 @@ from torch import nn
 
 from tests.conftest import REPO
 from tests.training.helpers import tiny_photo_overrides
-from training import agreement_floor
 from training.config import load_config
 from training.evaluation import Evaluation, classifier_specs, load_target
 from training.evaluation.confidence import confidence, confident_mask
+from training.studies import agreement_floor
 
 
 class FixedLogits(nn.Module):
