@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from training.device import device_label, pick_device
 from training.distributed import Distributed
-from training.models import load_weights
+from training.models import build_model, load_weights
 
 
 def batch_order(
@@ -148,10 +148,14 @@ def fit(
     seed, tc = int(config.get("seed", 0)), config["train"]
     device = ctx.device
     ckpt = Checkpoint(config["output_dir"])
-    if tc.get("init_weights") and not (resume and ckpt.path.exists()):
+    init = tc.get("init_weights")
+    if init and not (resume and ckpt.path.exists()):
         # Fine-tuning: a new run starts from these weights of `trainer.model` (a resumed
         # run has its own). Before DDP wraps the model, which broadcasts rank 0's weights.
-        load_weights(trainer.model, tc["init_weights"], tuple(tc.get("init_new_layers", ())))
+        if isinstance(init, dict):  # {model: SPEC, weights: PATH}: a smaller net, grown
+            trainer.model.grow_from(load_weights(build_model(init["model"]), init["weights"]))
+        else:
+            load_weights(trainer.model, init, tuple(tc.get("init_new_layers", ())))
     trainer.distribute(ctx)
     epochs, bs = int(tc["epochs"]), int(tc["batch_size"])
     n = len(train[0])

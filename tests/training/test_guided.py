@@ -76,10 +76,57 @@ def test_the_gate_scales_the_correction_locally_and_a_grown_net_keeps_its_weight
         load_weights(GuidedUNet(widths=(4, 8, 8), full_res=4, gate=True), path, ("gate",))
 
 
-def test_the_sizes_in_the_configs_fit_their_budgets():
+@pytest.mark.parametrize("gate", [False, True])
+def test_a_grown_net_computes_what_the_small_one_did_and_its_new_channels_learn(gate):
+    """GuidedUNet.grow_from: wider everywhere (full-resolution stage included), the same
+    output to float rounding; one gradient step then moves the new channels' weights."""
+    torch.manual_seed(0)
+    small = GuidedUNet(widths=(4, 8, 8), full_res=4, gate=gate)
+    for p in small.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # not the identity: every path carries signal
+    large = GuidedUNet(widths=(6, 12, 16), full_res=8, gate=gate).grow_from(small)
+    x = torch.rand(2, 3, 37, 50, dtype=torch.float64)  # float64: summation order aside
+    with torch.no_grad():
+        exact = large.double().residual(x), small.double().residual(x)
+        torch.testing.assert_close(*exact, atol=1e-12, rtol=0)
+    large.float()
+    x = x.float()
+    before = large.to_full[0].weight[:, 4:].detach().clone()  # from the new channels of d0
+    assert torch.equal(before[:4], torch.zeros_like(before[:4]))
+    large.residual(x).square().mean().backward()
+    assert large.to_full[0].weight.grad[:4, 4:].abs().sum() > 0
+    with pytest.raises(ValueError, match="at least"):
+        GuidedUNet(widths=(2, 12, 16), full_res=8, gate=gate).grow_from(small)
+
+
+def test_init_weights_can_grow_a_smaller_trained_net(tmp_path):
+    """train.init_weights: {model, weights} starts a run from a smaller network's weights."""
+    from training.methods.guided import train_guided
+
+    config = tiny_guided_config(tmp_path)
+    torch.set_num_threads(1)
+    small_spec = dict(config["purifier"])
+    torch.manual_seed(1)
+    small = build_model(small_spec)
+    torch.nn.init.normal_(small.out.weight, std=0.5)
+    torch.save(small.state_dict(), tmp_path / "small.pt")
+    wider = [2 * w for w in small_spec["widths"]]
+    config["purifier"] = {**small_spec, "widths": wider}
+    config["train"]["init_weights"] = {"model": small_spec, "weights": str(tmp_path / "small.pt")}
+    config["train"]["lr"] = 0.0  # the step-0 validation and the weights then show the start
+    train_guided(config)
+    grown = build_model(config["purifier"])
+    grown.load_state_dict(torch.load(Path(config["output_dir"]) / "last.pt"))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), small(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["photo_guided.yaml", "photo_guided_large.yaml"])
+def test_the_sizes_in_the_configs_fit_their_budgets(name):
     from training.export import count_gflops
 
-    config = load_config(REPO / "training" / "configs" / "photo_guided.yaml")
+    config = load_config(REPO / "training" / "configs" / name)
     net = build_model(config["purifier"])
     assert count_gflops(net, 3) <= 6.0  # issue 27: <= 6 GFLOPs at 224x224
 

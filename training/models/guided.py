@@ -132,6 +132,64 @@ class GuidedUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.residual(x)).clamp(0.0, 1.0)
 
+    @torch.no_grad()
+    def grow_from(self, small: GuidedUNet) -> GuidedUNet:
+        """Become a wider copy of `small` that computes the same function (Net2Net's
+        function-preserving widening, Chen et al. 2016, with zeros in place of Net2Net's
+        copies): each of small's weights goes to its channel here, and every weight
+        from a new input channel to an old output channel is zero, so the new channels
+        start with their own random weights but change nothing until training gives
+        their outgoing weights a value. The larger size then starts where the smaller
+        one's training stopped instead of from the identity."""
+        if self.in_channels != small.in_channels or (self.gate is None) != (small.gate is None):
+            raise ValueError("grow_from: same input channels and gate setting needed")
+        if len(self.enc2) != len(small.enc2):
+            raise ValueError("grow_from: same number of bottleneck convolutions needed")
+        c = self.in_channels
+        (w0, w1, w2), fr = _widths(small), small.full[0].out_channels
+        (big0, big1, big2), big_fr = _widths(self), self.full[0].out_channels
+        if min(big0 - w0, big1 - w1, big2 - w2, big_fr - fr) < 0:
+            raise ValueError("grow_from: every width must be at least the small network's")
+        keep = [(self.enc0[0], small.enc0[0], _first(4 * c), _first(w0))]
+        keep += [(self.enc0[2], small.enc0[2], _first(w0), _first(w0))]
+        keep += [(self.enc1[0], small.enc1[0], _first(w0), _first(w1))]
+        keep += [(self.enc1[2], small.enc1[2], _first(w1), _first(w1))]
+        keep += [(self.enc2[0], small.enc2[0], _first(w1), _first(w2))]
+        for i in range(2, len(self.enc2), 2):
+            keep.append((self.enc2[i], small.enc2[i], _first(w2), _first(w2)))
+        for big, old, coarse, skip, big_skip in (
+            (self.dec1, small.dec1, w2, w1, big1),
+            (self.dec0, small.dec0, w1, w0, big0),
+        ):
+            keep.append((big.project[0], old.project[0], _first(coarse), _first(skip)))
+            # fuse reads cat([projected, skip]): the skip's channels start at big_skip here
+            joined = _first(skip) + [big_skip + i for i in range(skip)]
+            keep.append((big.fuse[0], old.fuse[0], joined, _first(skip)))
+            keep.append((big.fuse[2], old.fuse[2], _first(skip), _first(skip)))
+        keep.append((self.to_full[0], small.to_full[0], _first(w0), _first(fr)))
+        image = [big_fr + i for i in range(c)]  # full reads cat([upsampled, image])
+        keep.append((self.full[0], small.full[0], _first(fr) + image, _first(fr)))
+        keep.append((self.out, small.out, _first(fr), _first(c)))
+        if self.gate is not None and small.gate is not None:
+            energy = [big2 + i for i in range(c)]  # the gate reads cat([bottleneck, energy])
+            keep.append((self.gate[0], small.gate[0], _first(w2) + energy, _first(16)))
+            keep.append((self.gate[2], small.gate[2], _first(16), _first(1)))
+        for big_conv, old_conv, inputs, outputs in keep:
+            rows, cols = torch.tensor(outputs)[:, None], torch.tensor(inputs)[None, :]
+            big_conv.weight[outputs] = 0.0  # old outputs read nothing from new inputs
+            big_conv.weight[rows, cols] = old_conv.weight
+            big_conv.bias[outputs] = old_conv.bias
+        self.max_residual = small.max_residual
+        return self
+
+
+def _widths(net: GuidedUNet) -> tuple[int, int, int]:
+    return net.enc0[0].out_channels, net.enc1[0].out_channels, net.enc2[0].out_channels
+
+
+def _first(n: int) -> list[int]:
+    return list(range(n))
+
 
 @MODELS.register("guided_unet")
 def guided_unet(**kwargs: object) -> GuidedUNet:
