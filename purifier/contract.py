@@ -1,4 +1,4 @@
-"""The model contract between training and the service (../shared/DESIGN.md), as code.
+"""The model contract between training and the service (docs/model-contract.md), as code.
 
 `training/` writes exported_models/ by it and `service/` reads exported_models/ by it;
 neither imports the other. Numpy-free and torch-free, so that `purifier serve` imports it

@@ -94,3 +94,15 @@ def test_the_house_page_names_every_package_and_every_training_room():
     loose = [p.stem for p in (REPO / "training").glob("*.py") if p.stem != "__init__"]
     for name in [*PACKAGES, *(f"{r}/" for r in rooms), *(f"{m}.py" for m in loose)]:
         assert name in page, f"docs/architecture.md does not mention {name}"
+
+
+def test_the_contract_page_names_every_name_and_card_field_of_the_contract():
+    import purifier.contract as contract
+
+    page = (REPO / "docs" / "model-contract.md").read_text()
+    files = [v for k, v in vars(contract).items() if k.endswith("_FILE")]
+    assert len(files) >= 6 and all(name in page for name in files)  # distinctive strings
+    for name in [contract.INPUT_NAME, contract.OUTPUT_NAME, *contract.REQUIRED_CARD_FIELDS]:
+        assert f"`{name}`" in page, f"docs/model-contract.md lacks `{name}`"
+    for section in contract.VARIANT_FILES:
+        assert f"`{section}`" in page, f"docs/model-contract.md lacks `{section}`"
