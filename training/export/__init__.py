@@ -1,4 +1,4 @@
-"""`purifier export CONFIG`: ONNX per the model contract (DESIGN.md), a parity check
+"""`purifier export CONFIG`: ONNX per the model contract (docs/model-contract.md), a parity check
 against torch, the Triton config, and card.json written from the measured evaluation.
 
 Layout written: OUTPUT_ROOT/NAME/config.pbtxt and OUTPUT_ROOT/NAME/VERSION/{model.onnx,
