@@ -68,6 +68,14 @@ def test_the_contract_package_imports_neither_side_and_the_cli_only_lazily():
         assert not reaches(found, "torch"), name
 
 
+def test_no_route_imports_another():
+    """Shared request plumbing lives below the routes (service.body, routes.tracking)."""
+    routes = {n for n, p in modules().items() if "router = APIRouter" in p.read_text()}
+    assert {"service.routes.purify", "service.routes.v2", "service.routes.health"} <= routes
+    for name in routes:
+        assert not imports(modules()[name]) & (routes - {name}), name
+
+
 def test_no_import_circle_between_modules():
     graph = {
         name: {m for m in imports(path, top_level_only=True) if m in KNOWN and m != name}

@@ -10,10 +10,10 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from service.batcher import Ticket
+from service.body import read_body
 from service.detection import Verdict
 from service.errors import ServiceError
 from service.pipeline import decode_image, encode_image, purify_pixels, suspicion
-from service.routes.purify import read_body
 from service.routes.tracking import TrackedRequest
 from service.state import ModelRuntime, ServiceState
 from service.v2_protocol import HEADER, InferInput, build_response, parse_request
