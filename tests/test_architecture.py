@@ -21,7 +21,8 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
 
 
-KNOWN = set(modules())
+MODULES = modules()  # module name -> file, read once for every test
+KNOWN = set(MODULES)
 
 
 def imports(path: Path, top_level_only: bool = False) -> set[str]:
@@ -46,7 +47,7 @@ def reaches(found: set[str], root: str) -> list[str]:
 
 
 def test_the_service_imports_no_torch_and_nothing_from_training():
-    for name, path in modules().items():
+    for name, path in MODULES.items():
         if name.startswith("service"):
             found = imports(path)
             assert not reaches(found, "torch"), name
@@ -54,13 +55,13 @@ def test_the_service_imports_no_torch_and_nothing_from_training():
 
 
 def test_training_imports_nothing_from_the_service():
-    for name, path in modules().items():
+    for name, path in MODULES.items():
         if name.startswith("training"):
             assert not reaches(imports(path), "service"), name
 
 
 def test_the_contract_package_imports_neither_side_and_the_cli_only_lazily():
-    for name, path in modules().items():
+    for name, path in MODULES.items():
         if not name.startswith("purifier"):
             continue
         found = imports(path, top_level_only=name == "purifier.cli")
@@ -70,16 +71,16 @@ def test_the_contract_package_imports_neither_side_and_the_cli_only_lazily():
 
 def test_no_route_imports_another():
     """Shared request plumbing lives below the routes (service.body, routes.tracking)."""
-    routes = {n for n, p in modules().items() if "router = APIRouter" in p.read_text()}
+    routes = {n for n, p in MODULES.items() if "router = APIRouter" in p.read_text()}
     assert {"service.routes.purify", "service.routes.v2", "service.routes.health"} <= routes
     for name in routes:
-        assert not imports(modules()[name]) & (routes - {name}), name
+        assert not imports(MODULES[name]) & (routes - {name}), name
 
 
 def test_no_import_circle_between_modules():
     graph = {
         name: {m for m in imports(path, top_level_only=True) if m in KNOWN and m != name}
-        for name, path in modules().items()
+        for name, path in MODULES.items()
     }
     done: set[str] = set()
 
