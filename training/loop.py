@@ -153,6 +153,12 @@ def fit(
         # Fine-tuning: a new run starts from these weights of `trainer.model` (a resumed
         # run has its own). Before DDP wraps the model, which broadcasts rank 0's weights.
         if isinstance(init, dict):  # {model: SPEC, weights: PATH}: a smaller net, grown
+            if not hasattr(trainer.model, "grow_from"):
+                raise ValueError(
+                    f"{config['name']}: train.init_weights {{model, weights}} grows a smaller "
+                    f"net, which {type(trainer.model).__name__} cannot (no grow_from); give "
+                    "init_weights as a path to weights of the same architecture"
+                )
             trainer.model.grow_from(load_weights(build_model(init["model"]), init["weights"]))
         else:
             load_weights(trainer.model, init, tuple(tc.get("init_new_layers", ())))

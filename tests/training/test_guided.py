@@ -122,7 +122,9 @@ def test_init_weights_can_grow_a_smaller_trained_net(tmp_path):
         torch.testing.assert_close(grown(x), small(x), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["photo_guided.yaml", "photo_guided_large.yaml"])
+@pytest.mark.parametrize(
+    "name", ["photo_guided.yaml", "photo_guided_large.yaml", "photo_guided_large_stage2.yaml"]
+)
 def test_the_sizes_in_the_configs_fit_their_budgets(name):
     from training.export import count_gflops
 
@@ -333,3 +335,55 @@ def test_patches_cut_the_same_window_from_both_sides():
     assert torch.allclose(b - a, torch.ones_like(a))
     windows = {tuple(trainer.patches(clean, adv)[0][0, 0, 0, :2].tolist()) for _ in range(8)}
     assert len(windows) > 1  # drawn anew each step
+
+
+def scores(agreement: float, fooling: float, left: float) -> dict[str, float]:
+    return {"val_clean_agreement": agreement, "val_mean_fooling": fooling, "val_mean_left": left}
+
+
+def test_selection_by_left_keeps_the_least_perturbation_left_above_the_floor(tmp_path):
+    from training.methods.guided import GuidedTrainer
+
+    config = tiny_guided_config(tmp_path)
+    config["train"] = {**config["train"], "selection": "left", "agreement_floor": 97.0}
+    trainer = GuidedTrainer(config, torch.device("cpu"))
+    best = Path(config["train"]["best_weights"])
+    trainer._keep_if_best(scores(100.0, 99.0, 0.80))
+    assert json.loads(best.with_suffix(".json").read_text())["val_mean_left"] == 0.80
+    trainer._keep_if_best(scores(100.0, 100.0, 0.70))  # more fooling, less left: kept
+    trainer._keep_if_best(scores(96.0, 98.0, 0.50))  # below the floor: never kept
+    trainer._keep_if_best(scores(98.0, 98.0, 0.75))  # more left: not kept
+    assert json.loads(best.with_suffix(".json").read_text())["val_mean_left"] == 0.70
+
+    by_fooling = GuidedTrainer(tiny_guided_config(tmp_path / "f"), torch.device("cpu"))
+    by_fooling._keep_if_best(scores(100.0, 99.0, 0.80))
+    by_fooling._keep_if_best(scores(100.0, 100.0, 0.70))
+    assert by_fooling.best_score == pytest.approx(99.008)
+
+
+def test_a_changed_rule_or_validation_set_starts_a_new_best(tmp_path):
+    from training.methods.guided import GuidedTrainer
+
+    config = tiny_guided_config(tmp_path)
+    trainer = GuidedTrainer(config, torch.device("cpu"))
+    trainer._keep_if_best(scores(100.0, 50.0, 0.5))
+    state = trainer.state_dict()
+
+    same = GuidedTrainer(config, torch.device("cpu"))
+    same.load_state_dict(state)
+    assert same.best_score == trainer.best_score  # a plain resume keeps its best
+    old = {k: v for k, v in state.items() if k != "best_key"}  # saved before best_key
+    same.load_state_dict(old)
+    assert same.best_score == trainer.best_score
+
+    by_left = {**config, "train": {**config["train"], "selection": "left"}}
+    bigger = {**config, "validation": {**config["validation"], "images": 8}}
+    for changed in (by_left, bigger):
+        other = GuidedTrainer(changed, torch.device("cpu"))
+        other.load_state_dict(state)
+        assert other.best_score == float("inf")
+
+    with pytest.raises(ValueError, match="known: fooling, left"):
+        GuidedTrainer(
+            {**config, "train": {**config["train"], "selection": "psnr"}}, torch.device("cpu")
+        )

@@ -128,6 +128,11 @@ def test_init_weights_starts_a_new_run_from_given_weights(nrp_config, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         train_nrp(nrp_config, resume=False)
 
+    # Growing from a smaller net is the guided U-Net's (grow_from); NRP's says so by name.
+    nrp_config["train"]["init_weights"] = {"model": nrp_config["purifier"], "weights": "x.pt"}
+    with pytest.raises(ValueError, match="cannot \\(no grow_from\\)"):
+        train_nrp(nrp_config, resume=False)
+
 
 def test_unknown_model_arch():
     with pytest.raises(KeyError, match="unknown arch"):

@@ -66,3 +66,17 @@ def test_feature_extractor_is_frozen(extractor):
     extractor.train()
     assert not extractor.training
     assert not any(p.requires_grad for p in extractor.parameters())
+
+
+def test_build_attack_hands_ssp_the_extractor_and_refuses_a_surrogate(extractor, fmnist_test):
+    from training.attacks import build_attack
+
+    x = fmnist_test[0][:4]
+    spec = {"name": "SSP", "kind": "ssp", "eps": 0.1, "steps": 2, "seen": True}
+    torch.manual_seed(0)
+    x_adv = build_attack(spec, extractor)(None, x, None)  # no model, no labels
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and not torch.equal(x_adv, x)
+    with pytest.raises(ValueError, match="needs the feature extractor"):
+        build_attack(spec)
+    with pytest.raises(ValueError, match=r"ssp attacks a feature extractor.*no surrogate"):
+        build_attack({**spec, "surrogate": "mobilenet_v2"}, extractor)

@@ -35,6 +35,13 @@ def budget_label(label: Callable[[dict[str, Any]], str]) -> Callable[[T], T]:
     return attach
 
 
+def on_features(builder: T) -> T:
+    """Mark an attack that distorts a feature extractor's output rather than the model's
+    prediction: build_attack hands it the extractor, and it takes no surrogate."""
+    builder.needs_features = True  # type: ignore[attr-defined]
+    return builder
+
+
 def _torchattacks() -> Any:
     try:
         import torchattacks
@@ -197,6 +204,7 @@ ATTACKS.add("pgd_cas", CASLossPGD)
 
 
 @ATTACKS.register("ssp")
+@on_features
 def _ssp(feature_extractor: nn.Module | None = None, **params: Any) -> Attack:
     """SSP (ssp.py) distorts a feature extractor's output, not the model's prediction."""
     if feature_extractor is None:
@@ -215,10 +223,12 @@ def build_attack(spec: dict[str, Any], feature_extractor: nn.Module | None = Non
     params = {k: v for k, v in spec.items() if k not in _META_KEYS}
     surrogate = params.pop("surrogate", None)
     builder = ATTACKS[spec["kind"]]
-    if builder is _ssp:
+    if getattr(builder, "needs_features", False):
         if surrogate is not None:
-            raise ValueError("SSP attacks a feature extractor, not the model: no surrogate")
-        return _ssp(feature_extractor, **params)
+            raise ValueError(
+                f"{spec['kind']} attacks a feature extractor, not the model: no surrogate"
+            )
+        return builder(feature_extractor, **params)
     attack = builder(**params)
     if surrogate is None:
         return attack

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from purifier.contract import MODEL_FILE, TRITON_CONFIG_FILE
 from training.config import load_config
-from training.export.card import build_card, write_card
+from training.export.card import build_card, export_dir, served_name, write_card
 from training.export.cpu_graph import add_cpu_graph
 from training.export.fp16 import add_fp16
 from training.export.graph import (
@@ -50,8 +50,8 @@ def export_from_config(
     spec = config["purifier"]
     channels = int(spec.get("in_channels", 3))
     net = load_weights(build_model(spec), config["weights"]).eval()
-    model_dir = Path(output_root) / config["name"]
-    version_dir = model_dir / str(version)
+    version_dir = export_dir(config, output_root, version)
+    model_dir = version_dir.parent
     onnx_path = export_onnx(net, version_dir / MODEL_FILE, channels, (28, 28))
 
     real = real_images(config)
@@ -62,7 +62,7 @@ def export_from_config(
     radius = measure_receptive_field(onnx_path, real, inputs)
     card = build_card(config, net, onnx_path, version, parity, result, radius)
     write_card(version_dir, card)
-    (model_dir / TRITON_CONFIG_FILE).write_text(triton_config(config["name"], channels))
+    (model_dir / TRITON_CONFIG_FILE).write_text(triton_config(served_name(config), channels))
     arrays = [x.numpy() for x in inputs]
     variants = [add_fp16(version_dir, arrays), add_cpu_graph(version_dir, arrays)]
     if config.get("export", {}).get("int8"):

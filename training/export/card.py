@@ -16,6 +16,18 @@ from training.export.graph import count_gflops
 from training.export.receptive_field import recommended_overlap
 
 
+def served_name(config: dict[str, Any]) -> str:
+    """The model name an export is served under: `export.name`, else the config's own, so
+    that a later stage or size can be a new version of a served model (Triton's layout:
+    the service serves a model's highest version)."""
+    return str(config.get("export", {}).get("name", config["name"]))
+
+
+def export_dir(config: dict[str, Any], output_root: str | Path, version: int) -> Path:
+    """Where this config's export of that version lives: OUTPUT_ROOT/NAME/VERSION."""
+    return Path(output_root) / served_name(config) / str(version)
+
+
 def write_card(version_dir: Path, card: dict[str, Any]) -> Path:
     path = version_dir / CARD_FILE
     path.write_text(json.dumps(card, indent=2) + "\n")
@@ -54,7 +66,7 @@ def build_card(
     summary_path = Path(config["weights"]).with_suffix(".json")
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     return {
-        "name": config["name"],
+        "name": served_name(config),
         "version": version,
         "method": config["method"],
         "channels": channels,

@@ -27,7 +27,7 @@ from purifier.contract import INT8_MODEL_FILE, MODEL_FILE
 from purifier.suspicion import FALSE_POSITIVE_RATES, STATISTICS
 from training.defenses import onnx_model
 from training.detection.scores import quantized, residual_statistics, split_images, threshold_at
-from training.export.card import update_card
+from training.export.card import export_dir, update_card
 
 BATCH = 32
 
@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config)
     torch.set_num_threads(int(config.get("threads", 2)))
-    version_dir = args.output_root / config["name"] / str(args.version)
+    version_dir = export_dir(config, args.output_root, args.version)
     section = add_detection(version_dir, config)
     if section is None:
         raise SystemExit(f"{args.config} has no export.detection section")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from purifier.contract import INPUT_NAME
-from training.export.card import update_card
+from training.export.card import export_dir, update_card
 from training.export.variant import VariantParityError, write_variant
 
 __all__ = ["VariantParityError", "add_int8", "int8_summary"]
@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="reuse the table's cells")
     args = parser.parse_args()
     config = load_config(args.config)
-    version_dir = args.output_root / config["name"] / str(args.version)
+    version_dir = export_dir(config, args.output_root, args.version)
     channels = int(config["purifier"].get("in_channels", 3))
     inputs = [x.numpy() for x in parity_inputs(channels, real_images(config))]
     record = add_int8(version_dir, inputs, config)

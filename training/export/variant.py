@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from purifier.contract import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, VARIANT_FILES, sha256_of
-from training.export.card import update_card
+from training.export.card import export_dir, update_card
 
 
 class VariantParityError(RuntimeError):
@@ -90,7 +90,7 @@ def variant_cli(add: Callable[[Path, list[np.ndarray]], dict[str, Any]], doc: st
     parser.add_argument("--version", type=int, default=1)
     args = parser.parse_args()
     config = load_config(args.config)
-    version_dir = args.output_root / config["name"] / str(args.version)
+    version_dir = export_dir(config, args.output_root, args.version)
     channels = int(config["purifier"].get("in_channels", 3))
     record = add(version_dir, [x.numpy() for x in parity_inputs(channels, real_images(config))])
     print(f"wrote {version_dir / record['file']}: {record}")
