@@ -139,9 +139,10 @@ methods: $(VENV)/.train-installed data
 # the detection studies, each card's `detection.evaluation`, and docs/detection.md.
 detection: $(VENV)/.train-installed data
 	$(PY) -m training.detection training/configs/detection_photo.yaml --card
+	$(PY) -m training.detection training/configs/detection_photo_large.yaml --card
 	$(PY) -m training.detection training/configs/detection_fmnist.yaml --card
-	$(PY) -m training.detection.summary docs/detection.md \
-	  results/detection_photos/detection.json results/detection_fmnist/detection.json
+	$(PY) -m training.detection.summary docs/detection.md results/detection_photos/detection.json \
+	  results/detection_photos_large/detection.json results/detection_fmnist/detection.json
 
 # The Fashion-MNIST guided purifier (issue 27): train, its table, export.
 fmnist-guided: $(VENV)/.train-installed data

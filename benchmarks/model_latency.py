@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -106,17 +108,18 @@ def main() -> None:
                 )
                 print(rows[-1])
     args.out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "-m", "benchmarks.model_latency", *sys.argv[1:]])
     meta = {
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
-        "command": "python -m benchmarks.model_latency",
+        "command": command,
     }
     (args.out / "model_latency.json").write_text(
         json.dumps({**meta, "rows": rows}, indent=2) + "\n"
     )
     lines = [
         f"Per-image latency in onnxruntime (CPU, {args.threads} threads, batch 1, "
-        f"{args.runs} runs after {args.warmup} warm-up): `python -m benchmarks.model_latency`.",
+        f"{args.runs} runs after {args.warmup} warm-up): `{command}`.",
         "",
         "| model | file | GFLOPs at 224 | image | median ms | p90 ms | open s |",
         "|---|---|---|---|---|---|---|",

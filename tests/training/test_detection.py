@@ -138,6 +138,10 @@ def test_the_torch_statistics_equal_the_served_ones():
 def test_the_detection_page_shows_the_measured_studies():
     from training.detection.summary import render
 
-    studies = ["results/detection_photos/detection.json", "results/detection_fmnist/detection.json"]
+    studies = [
+        "results/detection_photos/detection.json",
+        "results/detection_photos_large/detection.json",
+        "results/detection_fmnist/detection.json",
+    ]
     results = [json.loads((REPO / p).read_text()) for p in studies]
     assert render(results) in (REPO / "docs/detection.md").read_text()

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, write_yaml
+from training.config import load_config
 from training.export import ExportError, check_parity, export_from_config, export_onnx
 from training.models import build_model
 
@@ -227,3 +228,15 @@ def test_the_int8_summary_puts_float32_beside_int8():
     summary = int8_summary(result)["targets"]["mobilenet_v2"]
     assert summary["clean_agreement"] == {"fp32": 98.0, "int8": 96.5}
     assert summary["fooling"]["PGD-10 16/255"] == {"none": 100.0, "fp32": 60.0, "int8": 64.0}
+
+
+def test_an_export_is_served_under_export_name_else_the_config_name(tmp_path):
+    from training.export.card import export_dir, served_name
+
+    plain = {"name": "photo-guided", "export": {"int8": True}}
+    assert served_name(plain) == "photo-guided"
+    assert export_dir(plain, tmp_path, 1) == tmp_path / "photo-guided" / "1"
+    staged = {"name": "photo-guided-large-stage2", "export": {"name": "photo-guided-large"}}
+    assert export_dir(staged, tmp_path, 2) == tmp_path / "photo-guided-large" / "2"
+    config = load_config(REPO / "training" / "configs" / "photo_guided_large_stage2.yaml")
+    assert served_name(config) == "photo-guided-large"

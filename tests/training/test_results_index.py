@@ -19,13 +19,13 @@ def test_the_index_names_every_table_with_its_command(tmp_path):
 def test_the_readme_results_table_is_rendered_from_the_measured_tables():
     import json
 
-    from training.reports.results_summary import END, LATENCY, PHOTO_TABLE, START
+    from training.reports.results_summary import END, LATENCY, PHOTO_TABLE, START, more_tables
     from training.reports.results_summary import render as render_summary
 
     readme = (REPO / "README.md").read_text()
     table = json.loads((REPO / PHOTO_TABLE).read_text())
     latency = json.loads((REPO / LATENCY).read_text())
     shown = readme[readme.index(START) : readme.index(END) + len(END)]
-    assert shown == render_summary(table, latency), (
+    assert shown == render_summary(table, latency, more=more_tables(REPO)), (
         "run: python -m training.reports.results_summary"
     )
