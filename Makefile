@@ -78,12 +78,13 @@ test: $(VENV)/.train-installed data deploy-tools
 
 # Benchmarks run alone on the machine; results land in benchmarks/results/.
 # model_latency ~2 min, serve_bench ~25 min (+ ~8 min of 640x480 photos with the
-# default model), overload ~3 min, soak 10 min.
+# default model, ~5 min with photo-guided-large), overload ~3 min, soak 10 min.
 bench: $(VENV)/.train-installed data
 	$(PIP) install -e '.[bench]'
 	$(PY) -m benchmarks.model_latency
 	$(PY) -m benchmarks.serve_bench
 	$(PY) -m benchmarks.serve_bench --model photo-guided --concurrency 1 8 32 --warmup-s 5 --stem serve_bench_photo
+	$(PY) -m benchmarks.serve_bench --model photo-guided-large --concurrency 1 8 32 --warmup-s 5 --stem serve_bench_photo_large
 	$(PY) -m benchmarks.overload_bench --size 224 --factor 5 --duration 60 --recovery 20
 	$(PY) -m benchmarks.startup_bench --burst 200
 	$(PY) -m benchmarks.soak_bench --duration 600
