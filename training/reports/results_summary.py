@@ -67,6 +67,10 @@ def render(
     columns = {model: _purifier_column(table)}
     columns.update({name: _purifier_column(t) for name, t in (more or {}).items()})
     commands = [f"`{table['command']}`"] + [f"`{t['command']}`" for t in (more or {}).values()]
+    # Each table's page beside its table.json: the same paths update_readme reads.
+    pages = [PHOTO_TABLE.with_suffix(".md")] + [
+        MORE_TABLES[n].with_suffix(".md") for n in more or {}
+    ]
     lines = [
         START,
         f"Rendered by `python -m training.reports.results_summary` from {', '.join(commands)} "
@@ -97,8 +101,8 @@ def render(
         + " |",
         "",
         "Full tables with 95% Wilson intervals, MobileNetV2's rows, BPDA and white-box: "
-        "[results/photos_confident/table.md](results/photos_confident/table.md), "
-        "[results/photos_large/table.md](results/photos_large/table.md).",
+        + ", ".join(f"[{page}]({page})" for page in pages)
+        + ".",
         END,
     ]
     return "\n".join(lines)
