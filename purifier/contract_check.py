@@ -16,12 +16,15 @@ from purifier.contract import (
     CARD_FILE,
     INPUT_NAME,
     MODEL_FILE,
+    NOISE_CARD_FIELD,
+    NOISE_INPUT_NAME,
     OUTPUT_NAME,
     REQUIRED_CARD_FIELDS,
     TRITON_CONFIG_FILE,
     VARIANT_FILES,
     sha256_of,
 )
+from purifier.noise import feed
 
 
 def findings(folder: Path, version: str | None = None) -> list[str]:
@@ -58,12 +61,15 @@ def findings(folder: Path, version: str | None = None) -> list[str]:
     problems += detection_findings(card)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+    want = expected_inputs(card)
+    if [i.name for i in inputs] != want or [o.name for o in outputs] != [OUTPUT_NAME]:
         problems.append(
             f"inputs {[i.name for i in inputs]} / outputs {[o.name for o in outputs]}: "
-            f"want [{INPUT_NAME!r}] / [{OUTPUT_NAME!r}]"
+            f"want {want} / [{OUTPUT_NAME!r}]"
+            + (f" (the card's `{NOISE_CARD_FIELD}` says stochastic)" if len(want) > 1 else "")
         )
         return problems
+    problems += noise_findings(card, inputs)
     shape = inputs[0].shape
     if len(shape) != 4 or any(isinstance(d, int) for d in (shape[0], shape[2], shape[3])):
         problems.append(f"input shape {shape}: want [N, C, H, W] with N, H, W dynamic")
@@ -76,11 +82,34 @@ def findings(folder: Path, version: str | None = None) -> list[str]:
     rng = np.random.default_rng(0)
     for n, h, w in ((1, 32 * multiple, 48 * multiple), (3, 40 * multiple, 40 * multiple)):
         x = rng.random((n, channels, h, w), dtype=np.float32)
-        y = session.run(None, {INPUT_NAME: x})[0]
+        y = session.run(None, dict(feed(session, x)))[0]
         if y.shape != x.shape:
             problems.append(f"output shape {y.shape} for input {x.shape}")
         elif y.min() < 0 or y.max() > 1 or not np.isfinite(y).all():
             problems.append(f"output outside [0, 1] or not finite: [{y.min():.3f}, {y.max():.3f}]")
+    return problems
+
+
+def expected_inputs(card: dict) -> list[str]:
+    """`image`, and `noise` for a stochastic model (its card has a `noise` field)."""
+    return [INPUT_NAME, NOISE_INPUT_NAME] if NOISE_CARD_FIELD in card else [INPUT_NAME]
+
+
+def noise_findings(card: dict, inputs: list) -> list[str]:
+    """A stochastic model: `noise` has the image's shape and type, and the card records
+    the sigma the graph scales it by."""
+    section = card.get(NOISE_CARD_FIELD)
+    if section is None:
+        return []
+    problems = []
+    if not isinstance(section, dict) or section.get("input") != NOISE_INPUT_NAME:
+        problems.append(f"card {NOISE_CARD_FIELD}.input: want {NOISE_INPUT_NAME!r}")
+    sigma = section.get("sigma") if isinstance(section, dict) else None
+    if not isinstance(sigma, (int, float)) or not 0 < sigma <= 1:
+        problems.append(f"card {NOISE_CARD_FIELD}.sigma {sigma!r}: want a number in (0, 1]")
+    image, noise = inputs
+    if noise.type != image.type or len(noise.shape) != len(image.shape):
+        problems.append(f"noise input {noise.type} {noise.shape}: want the image's {image.shape}")
     return problems
 
 
@@ -102,8 +131,9 @@ def variant_findings(vdir: Path, card: dict) -> list[str]:
             problems.append(f"card {section}.sha256 != {path.name} {sha256_of(path)}")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         io = [(a.name, a.type) for a in (*session.get_inputs(), *session.get_outputs())]
-        if io != [(INPUT_NAME, "tensor(float)"), (OUTPUT_NAME, "tensor(float)")]:
-            problems.append(f"{path.name}: inputs/outputs {io}, want float32 image -> purified")
+        want = [(name, "tensor(float)") for name in (*expected_inputs(card), OUTPUT_NAME)]
+        if io != want:
+            problems.append(f"{path.name}: inputs/outputs {io}, want {want}")
     return problems
 
 

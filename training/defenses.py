@@ -93,13 +93,18 @@ def onnx_model(weights: str) -> Defense:
     file is named `weights` so that cached cells are keyed by its content."""
     import onnxruntime as ort
 
-    from purifier.contract import INPUT_NAME, OUTPUT_NAME
+    from purifier.contract import OUTPUT_NAME
+    from purifier.noise import feed, is_stochastic
 
     session = ort.InferenceSession(weights, providers=["CPUExecutionProvider"])
+    stochastic = is_stochastic(session)
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        feed = {INPUT_NAME: x.detach().cpu().numpy().astype(np.float32)}
-        return torch.from_numpy(session.run([OUTPUT_NAME], feed)[0]).to(x.device)
+        image = x.detach().cpu().numpy().astype(np.float32)
+        # A stochastic file's noise from torch's RNG, which each table cell seeds.
+        noise = torch.randn(image.shape).numpy() if stochastic else None
+        out = session.run([OUTPUT_NAME], dict(feed(session, image, noise)))[0]
+        return torch.from_numpy(out).to(x.device)
 
     return apply
 

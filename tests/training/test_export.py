@@ -240,3 +240,63 @@ def test_an_export_is_served_under_export_name_else_the_config_name(tmp_path):
     assert export_dir(staged, tmp_path, 2) == tmp_path / "photo-guided-large" / "2"
     config = load_config(REPO / "training" / "configs" / "photo_guided_large_stage2.yaml")
     assert served_name(config) == "photo-guided-large"
+
+
+@pytest.fixture
+def stochastic_export(tmp_path) -> Path:
+    """A small noise-then-denoise purifier (the photo-prior's shape, untrained) exported
+    through the whole pipeline."""
+    torch.manual_seed(0)
+    spec = {"arch": "noise_prior", "sigma_255": 24, "level_255": 32, "width": 8, "depth": 3}
+    spec["pretrained"] = False
+    weights = tmp_path / "prior.pt"
+    torch.save(build_model(spec).state_dict(), weights)
+    config = {
+        "name": "tiny-prior",
+        "method": "prior",
+        "data": {"dataset": "photos", "test_crops": 2, "crop": 32},
+        "guide": {"model": {"arch": "mobilenet_v2_imagenet"}, "layers": ["18"]},
+        "bank": {"eps_255": [8], "families": {"fgsm": {"kind": "fgsm"}}},
+        "purifier": spec,
+        "weights": str(weights),
+        "train": {"lr": 1e-5},
+    }
+    path = write_yaml(tmp_path / "tiny-prior.yaml", config)
+    return export_from_config(path, output_root=tmp_path / "models")
+
+
+def test_a_stochastic_model_exports_with_a_noise_input_and_its_sigma(stochastic_export):
+    card = json.loads((stochastic_export / "card.json").read_text())
+    assert card["noise"]["input"] == "noise"
+    assert card["noise"]["sigma"] == pytest.approx(24 / 255)
+    session = ort.InferenceSession(str(stochastic_export / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["image", "noise"]
+    assert "noise" in (stochastic_export.parent / "config.pbtxt").read_text()
+    x = np.random.default_rng(0).random((1, 3, 45, 61), dtype=np.float32)
+    n1 = np.random.default_rng(1).standard_normal(x.shape, dtype=np.float32)
+    n2 = np.random.default_rng(2).standard_normal(x.shape, dtype=np.float32)
+    first = session.run(None, {"image": x, "noise": n1})[0]
+    again = session.run(None, {"image": x, "noise": n1})[0]
+    other = session.run(None, {"image": x, "noise": n2})[0]
+    assert np.array_equal(first, again)  # the graph draws nothing itself
+    assert np.abs(first - other).max() > 1e-3  # the noise input reaches the output
+    run = subprocess.run(
+        [sys.executable, "-m", "purifier.contract_check", str(stochastic_export.parent)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_contract_check_wants_the_card_and_graph_to_agree_on_noise(stochastic_export):
+    from purifier.contract_check import findings
+
+    card_path = stochastic_export / "card.json"
+    card = json.loads(card_path.read_text())
+    del card["noise"]  # a two-input graph whose card says deterministic
+    card_path.write_text(json.dumps(card))
+    assert any("inputs ['image', 'noise']" in f for f in findings(stochastic_export.parent))
+    card["noise"] = {"input": "noise", "sigma": 0}
+    card_path.write_text(json.dumps(card))
+    assert any("noise.sigma" in f for f in findings(stochastic_export.parent))

@@ -16,7 +16,7 @@ crafts a new one (a new seed), so the purifier still sees fresh perturbations.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,10 @@ from tqdm import tqdm
 
 from training.attacks.library import build_attack
 
-# Spec keys of a bank family that are the bank's own, not the attack's.
-_FAMILY_KEYS = ("weight", "alpha_frac")
+# Spec keys of a bank family that are the bank's own, not the attack's. `layer` picks the
+# feature extractor a feature-space family (SSP) distorts, so one bank can hold SSP at
+# several depths of the same network (issue 37).
+_FAMILY_KEYS = ("weight", "alpha_frac", "layer")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Family:
     weight: float
     spec: dict[str, Any]  # build_attack's spec without the budget
     alpha_frac: float | None  # step size as a fraction of eps (iterative attacks)
+    layer: str | None = None  # the feature extractor's layer (SSP), None: the bank's own
 
     def attack_spec(self, eps: float) -> dict[str, Any]:
         spec = {**self.spec, "eps": eps}
@@ -54,7 +57,16 @@ def families_from_config(config: dict[str, dict[str, Any]]) -> list[Family]:
         if "kind" not in spec:
             raise ValueError(f"bank family {name!r} needs a kind")
         frac = raw.get("alpha_frac")
-        out.append(Family(name, float(raw.get("weight", 1.0)), spec, frac and float(frac)))
+        layer = raw.get("layer")
+        out.append(
+            Family(
+                name,
+                float(raw.get("weight", 1.0)),
+                spec,
+                frac and float(frac),
+                None if layer is None else str(layer),
+            )
+        )
     if not out:
         raise ValueError("the bank needs at least one attack family")
     return out
@@ -76,7 +88,7 @@ def top1(model: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
 def craft_bank(
     clean: torch.Tensor,
     source: nn.Module,
-    features: nn.Module,
+    features: nn.Module | Mapping[str | None, nn.Module],
     families: list[Family],
     eps_choices: list[float],
     seed: int,
@@ -85,7 +97,8 @@ def craft_bank(
 ) -> dict[str, Any]:
     """Adversarial versions of `clean` (uint8 NCHW): one family and budget per chunk,
     drawn with the seed. Returns {"adv": uint8 like clean, "family": [name per image],
-    "eps": [per image]}; the attacks' random starts use torch's global RNG, seeded."""
+    "eps": [per image]}; the attacks' random starts use torch's global RNG, seeded.
+    `features`: one extractor, or one per family `layer` (None: the default)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     weights = np.array([f.weight for f in families], float)
@@ -100,7 +113,8 @@ def craft_bank(
         eps = float(rng.choice(eps_choices))
         key = (family.name, eps)
         if key not in attacks:
-            attacks[key] = build_attack(family.attack_spec(eps), features)
+            extractor = features if isinstance(features, nn.Module) else features[family.layer]
+            attacks[key] = build_attack(family.attack_spec(eps), extractor)
         x = to_float(clean[start : start + chunk])
         y = top1(source, x)  # label-free: the source's own clean top-1
         adv[start : start + chunk] = to_uint8(attacks[key](source, x, y).detach())

@@ -23,6 +23,7 @@ from training.export.graph import (
     check_parity,
     count_gflops,
     export_onnx,
+    is_stochastic,
     parity_inputs,
     real_images,
 )
@@ -62,7 +63,9 @@ def export_from_config(
     radius = measure_receptive_field(onnx_path, real, inputs)
     card = build_card(config, net, onnx_path, version, parity, result, radius)
     write_card(version_dir, card)
-    (model_dir / TRITON_CONFIG_FILE).write_text(triton_config(served_name(config), channels))
+    (model_dir / TRITON_CONFIG_FILE).write_text(
+        triton_config(served_name(config), channels, stochastic=is_stochastic(net))
+    )
     arrays = [x.numpy() for x in inputs]
     variants = [add_fp16(version_dir, arrays), add_cpu_graph(version_dir, arrays)]
     if config.get("export", {}).get("int8"):

@@ -11,8 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from purifier.contract import CARD_FILE, OPSET, sha256_of
-from training.export.graph import count_gflops
+from purifier.contract import CARD_FILE, NOISE_CARD_FIELD, NOISE_INPUT_NAME, OPSET, sha256_of
+from training.export.graph import count_gflops, is_stochastic
 from training.export.receptive_field import recommended_overlap
 
 
@@ -86,6 +86,7 @@ def build_card(
         "sha256": sha256_of(onnx_path),
         "opset": OPSET,
         "parity_max_abs_diff": parity,
+        **noise_section(net),
         "architecture": spec,
         "training": {
             "dataset": ex.get("dataset", config["data"].get("dataset")),
@@ -103,6 +104,23 @@ def build_card(
     }
 
 
+def noise_section(net: nn.Module) -> dict[str, Any]:
+    """A stochastic model's `noise` card field: the input's name and the sigma the graph
+    scales it by (and the level its denoiser is told), in [0, 1] units and in /255."""
+    if not is_stochastic(net):
+        return {}
+    sigma, level = float(net.sigma), float(getattr(net, "level", net.sigma))
+    return {
+        NOISE_CARD_FIELD: {
+            "input": NOISE_INPUT_NAME,
+            "sigma": sigma,
+            "sigma_255": round(255 * sigma, 3),
+            "denoiser_level_255": round(255 * level, 3),
+            "distribution": "standard normal, the image's shape",
+        }
+    }
+
+
 def training_inputs(config: dict[str, Any]) -> dict[str, Any]:
     """What the purifier learnt from: NRP's self-supervised SSP in a feature extractor's
     space, or ARN's seen attacks crafted on a target classifier."""
@@ -113,7 +131,7 @@ def training_inputs(config: dict[str, Any]) -> dict[str, Any]:
             "seen_attacks": config["seen_attacks"],
             "include_natural": config.get("include_natural", True),
         }
-    if config["method"] == "guided":
+    if config["method"] in ("guided", "prior"):
         bank = config["bank"]
         return {
             "feature_extractor": {

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from purifier.contract import INPUT_NAME, OPSET, OUTPUT_NAME
+from purifier.contract import INPUT_NAME, NOISE_INPUT_NAME, OPSET, OUTPUT_NAME
+from purifier.noise import feed, seeded_noise
 from training.data.registry import load_dataset
 
 PARITY_TOLERANCE = 1e-4
@@ -21,21 +22,39 @@ class ExportError(RuntimeError):
     """The exported graph does not behave like the torch model."""
 
 
+def is_stochastic(net: nn.Module) -> bool:
+    """A purifier whose forward takes (image, noise): exported with a `noise` input."""
+    return bool(getattr(net, "stochastic", False))
+
+
+def run_torch(net: nn.Module, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """net on x, fed what the ONNX graph is fed: for a stochastic net, the noise
+    `purifier.noise.feed` draws from the same seed."""
+    if not is_stochastic(net):
+        return net(x)
+    return net(x, torch.from_numpy(seeded_noise(seed, tuple(x.shape))))
+
+
 def export_onnx(net: nn.Module, path: Path, channels: int, sample_hw: tuple[int, int]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.rand(1, channels, *sample_hw)
     axes = {0: "batch", 2: "height", 3: "width"}
+    names = [INPUT_NAME]
+    args: tuple[torch.Tensor, ...] = (dummy,)
+    if is_stochastic(net):
+        names.append(NOISE_INPUT_NAME)
+        args = (dummy, torch.randn_like(dummy))
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of dynamo, but it handles
         # dynamic H/W of a plain conv net without onnxscript rewrites; parity is checked.
         warnings.simplefilter("ignore", category=DeprecationWarning)
         torch.onnx.export(
             net.eval(),
-            (dummy,),
+            args,
             str(path),
-            input_names=[INPUT_NAME],
+            input_names=names,
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            dynamic_axes={**{name: axes for name in names}, OUTPUT_NAME: axes},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -50,8 +69,8 @@ def check_parity(net: nn.Module, onnx_path: Path, inputs: list[torch.Tensor]) ->
     worst = 0.0
     for x in inputs:
         with torch.no_grad():
-            expected = net(x).numpy()
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+            expected = run_torch(net, x).numpy()
+        got = session.run([OUTPUT_NAME], feed(session, x.numpy()))[0]
         if got.shape != expected.shape:
             raise ExportError(
                 f"ONNX output {got.shape} != torch {expected.shape} for {tuple(x.shape)}"
@@ -71,7 +90,7 @@ def count_gflops(net: nn.Module, channels: int, size: int = 224) -> float:
 
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        net(torch.zeros(1, channels, size, size))
+        run_torch(net, torch.zeros(1, channels, size, size))
     return round(counter.get_total_flops() / 1e9, 3)
 
 

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from purifier.contract import INPUT_NAME
+from purifier.contract import INPUT_NAME, NOISE_INPUT_NAME
+from purifier.noise import is_stochastic, seeded_noise
 from training.export.card import export_dir, update_card
 from training.export.variant import VariantParityError, write_variant
 
@@ -70,19 +71,28 @@ def calibration_images(config: dict[str, Any]) -> np.ndarray:
 class _Batches:
     """onnxruntime's CalibrationDataReader protocol over a stack of images."""
 
-    def __init__(self, images: np.ndarray) -> None:
+    def __init__(self, images: np.ndarray, stochastic: bool = False) -> None:
         self.batches = iter(
             images[i : i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)
         )
+        self.stochastic = stochastic  # a `noise` input, calibrated on seeded draws
+        self.drawn = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self.batches, None)
-        return None if batch is None else {INPUT_NAME: batch.astype(np.float32)}
+        if batch is None:
+            return None
+        inputs = {INPUT_NAME: batch.astype(np.float32)}
+        if self.stochastic:
+            self.drawn += 1
+            inputs[NOISE_INPUT_NAME] = seeded_noise(self.drawn, batch.shape)
+        return inputs
 
 
 def quantize(images: np.ndarray) -> Any:
     """make(model.onnx, out) for write_variant: pre-processing (shape inference and
     onnxruntime's basic fusions, as its quantisation tool recommends), then quantisation."""
+    import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -91,6 +101,8 @@ def quantize(images: np.ndarray) -> Any:
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    cpu = ["CPUExecutionProvider"]
 
     class Reader(_Batches, CalibrationDataReader):
         pass
@@ -104,7 +116,7 @@ def quantize(images: np.ndarray) -> Any:
             quantize_static(
                 str(prepared),
                 str(out),
-                Reader(images),
+                Reader(images, is_stochastic(ort.InferenceSession(str(fp32_path), providers=cpu))),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,

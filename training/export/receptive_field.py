@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from purifier.contract import INPUT_NAME, OUTPUT_NAME
+from purifier.contract import OUTPUT_NAME
+from purifier.noise import feed
 
 THRESHOLD = 0.5 / 255  # half a grey level: below what an 8-bit answer can show
 MARGIN = 8  # pixels added to each side's radius in the recommended overlap
@@ -47,8 +48,9 @@ def _radius_along(session: Any, image: np.ndarray, axis: int) -> int:
     line[axis] = middle
     values = changed[tuple(line)]
     changed[tuple(line)] = np.where(values > 0.5, values - 0.2, values + 0.2)
-    before = session.run([OUTPUT_NAME], {INPUT_NAME: image})[0]
-    after = session.run([OUTPUT_NAME], {INPUT_NAME: changed})[0]
+    # A stochastic model meets the same noise field both times: only the line differs.
+    before = session.run([OUTPUT_NAME], feed(session, image))[0]
+    after = session.run([OUTPUT_NAME], feed(session, changed))[0]
     others = tuple(a for a in range(4) if a != axis)
     moved = np.nonzero(np.abs(after - before).max(axis=others) > THRESHOLD)[0]
     return int(np.abs(moved - middle).max()) if len(moved) else 0

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from purifier.contract import INPUT_NAME, OUTPUT_NAME
+from purifier.contract import INPUT_NAME, NOISE_INPUT_NAME, OUTPUT_NAME
 
 TRITON_MAX_BATCH = 64
 
 
-def triton_config(name: str, channels: int, max_batch: int = TRITON_MAX_BATCH) -> str:
+def triton_config(
+    name: str, channels: int, max_batch: int = TRITON_MAX_BATCH, stochastic: bool = False
+) -> str:
     """Triton model configuration (protobuf text): ONNX Runtime backend, dynamic batching,
-    per-image dims [C, -1, -1] (the batch dimension is implicit with max_batch_size > 0)."""
+    per-image dims [C, -1, -1] (the batch dimension is implicit with max_batch_size > 0).
+    A stochastic model has a second input, `noise`, that the Triton user feeds."""
+    inputs = [INPUT_NAME, NOISE_INPUT_NAME] if stochastic else [INPUT_NAME]
+    blocks = ",\n".join(
+        f"""  {{
+    name: "{tensor}"
+    data_type: TYPE_FP32
+    dims: [ {channels}, -1, -1 ]
+  }}"""
+        for tensor in inputs
+    )
     return f"""name: "{name}"
 backend: "onnxruntime"
 max_batch_size: {max_batch}
 input [
-  {{
-    name: "{INPUT_NAME}"
-    data_type: TYPE_FP32
-    dims: [ {channels}, -1, -1 ]
-  }}
+{blocks}
 ]
 output [
   {{

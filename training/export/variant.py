@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from purifier.contract import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, VARIANT_FILES, sha256_of
+from purifier.contract import MODEL_FILE, OUTPUT_NAME, VARIANT_FILES, sha256_of
+from purifier.noise import feed
 from training.export.card import export_dir, update_card
 
 
@@ -30,8 +31,8 @@ def output_difference(reference: Path, variant: Path, inputs: list[np.ndarray]) 
     other = ort.InferenceSession(str(variant), providers=cpu)
     worst, total, count = 0.0, 0.0, 0
     for x in inputs:
-        expected = full.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-        got = other.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        expected = full.run([OUTPUT_NAME], feed(full, x))[0]  # the same noise for both
+        got = other.run([OUTPUT_NAME], feed(other, x))[0]
         if got.dtype != np.float32 or got.shape != expected.shape:
             raise VariantParityError(f"{variant}: output {got.dtype} {got.shape} for {x.shape}")
         diff = np.abs(got - expected)

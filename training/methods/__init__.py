@@ -8,7 +8,7 @@ from typing import Any
 from training.config import load_config
 
 # Importing each method registers its trainer in TRAINERS.
-from training.methods import adversarial, arn, classifier, guided, nrp  # noqa: F401
+from training.methods import adversarial, arn, classifier, guided, nrp, prior  # noqa: F401
 from training.registry import TRAINERS
 
 

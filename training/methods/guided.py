@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.attacks.bank import (
+    Family,
     craft_bank,
     families_from_config,
     load_or_craft,
@@ -315,6 +316,24 @@ def training_images(config: dict[str, Any], count: int, seed: int) -> torch.Tens
     return images[order[:count]]
 
 
+def confident_training_images(
+    config: dict[str, Any], guide: nn.Module, count: int, seed: int
+) -> torch.Tensor:
+    """`training_images`, or with `bank.candidates_per_crop: k` the crop the guide is
+    surest of among k candidates, judged at `bank.judge_size` (the side the guide sees in
+    training). The prior's calibration (shared/calibration/photo-prior.md): crops the guide
+    is unsure of let the guide's terms steer the denoiser into a pattern, not a cleanup."""
+    k = int(config["bank"].get("candidates_per_crop", 1))
+    images = training_images(config, k * count, seed)
+    if k == 1:
+        return images
+    side = int(config["bank"].get("judge_size", images.shape[-1]))
+    judged = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
+    scores = confidence(guide, judged, 32).view(count, k)
+    pick = scores.argmax(1) + k * torch.arange(count)
+    return images[pick]
+
+
 def validation_images(config: dict[str, Any], guide: nn.Module) -> torch.Tensor:
     """Held-out clean images the guide is sure of: crops of the `val` photos, or the last
     `validation.images` of a tensor dataset's training split (its test split is the one
@@ -334,6 +353,18 @@ def validation_images(config: dict[str, Any], guide: nn.Module) -> torch.Tensor:
     return images[keep][: int(vc["images"])]
 
 
+def bank_feature_extractors(
+    spec: dict[str, Any], families: list[Family], device: torch.device
+) -> dict[str | None, nn.Module]:
+    """The bank's SSP feature extractor (None) and one per other `layer` a family names,
+    all cut from `spec`'s network."""
+    layers = {None: spec["layer"], **{f.layer: f.layer for f in families if f.layer}}
+    return {
+        key: build_feature_extractor({**spec, "layer": layer}).to(device)
+        for key, layer in layers.items()
+    }
+
+
 def build_bank(
     config: dict[str, Any], device: torch.device, resume: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,15 +372,16 @@ def build_bank(
     bc = config["bank"]
     seed = bank_seed(config, resume)
     source = load_guide(config["guide"], device)
-    features = build_feature_extractor(config["bank"]["ssp_features"]).to(device)
+    families = families_from_config(bc["families"])
+    features = bank_feature_extractors(bc["ssp_features"], families, device)
 
     def make() -> dict[str, Any]:
-        clean = to_uint8(training_images(config, int(bc["size"]), seed))
+        clean = to_uint8(confident_training_images(config, source, int(bc["size"]), seed))
         made = craft_bank(
             clean,
             source,
             features,
-            families_from_config(bc["families"]),
+            families,
             [float(e) / 255 for e in bc["eps_255"]],
             seed=seed,
             chunk=int(bc.get("chunk", 16)),
@@ -418,12 +450,17 @@ def select_weights(config: dict[str, Any], last: Path) -> Path:
     return target
 
 
-@TRAINERS.register("guided")
-def train_guided(config: dict[str, Any], resume: bool = True) -> Path:
+def train_on_bank(config: dict[str, Any], resume: bool, trainer_class: type[GuidedTrainer]) -> Path:
+    """The guided recipe's run: validation set, bank, `trainer_class`'s steps, selection."""
     ctx = start_run(config)
     val = build_validation(config, ctx.device)
     bank = build_bank(config, ctx.device, resume)
-    trainer = GuidedTrainer(config, ctx.device)
+    trainer = trainer_class(config, ctx.device)
     last = Path(config["output_dir"]) / "last.pt"
     fit({**config, "weights": str(last)}, trainer, ctx, bank, val, resume)
     return select_weights(config, last)
+
+
+@TRAINERS.register("guided")
+def train_guided(config: dict[str, Any], resume: bool = True) -> Path:
+    return train_on_bank(config, resume, GuidedTrainer)

@@ -10,7 +10,17 @@ import torch
 from torch import nn
 
 # Importing each family registers its builders in MODELS.
-from training.models import arn, cam, cas, critics, guided, imagenet, purifiers, targets  # noqa: F401
+from training.models import (  # noqa: F401
+    arn,
+    cam,
+    cas,
+    critics,
+    ffdnet,
+    guided,
+    imagenet,
+    purifiers,
+    targets,
+)
 from training.models.cam import ClassActivationFeatures
 from training.models.targets import FeatureExtractor
 from training.registry import MODELS
