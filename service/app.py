@@ -21,6 +21,7 @@ from service.engine import Engine, GPURequiredError
 from service.errors import install_handlers
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
+from service.noise_key import load_noise_key
 from service.registry import ModelEntry, ModelLoadError, scan
 from service.routes import health, purify, v2
 from service.routes.purify import PURIFY_HEADERS, PURIFY_OPERATION
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ThreadPoolExecutor(settings.codec_threads, thread_name_prefix="codec"),
         )
         app.state.purifier = state
+        state.noise_key = load_noise_key(settings)  # before any model: a bad key stops start-up
         _load_models(state)
         default = state.models[state.default_model]
         serve(default, warm_up(default, settings))

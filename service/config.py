@@ -134,6 +134,24 @@ class Settings(BaseSettings):
         "which of the card's thresholds, calibrated on held-out clean images, is used",
     )
 
+    # Stochastic models (a `noise` input): keyed noise
+    noise_key: SecretStr | None = Field(
+        None,
+        description="the secret that keys stochastic models' noise (HMAC-SHA256 of the "
+        "decoded pixels): replicas sharing it answer the same photo alike; at least 16 "
+        "bytes. Unset (and no NOISE_KEY_FILE): a random key per process",
+    )
+    noise_key_file: Path | None = Field(
+        None,
+        description="read the noise key from this file (a mounted Kubernetes Secret); "
+        "surrounding whitespace is ignored",
+    )
+    allow_client_noise: bool = Field(
+        False,
+        description="let /v2 infer callers send the `noise` input themselves (evaluation "
+        "only: whoever chooses the noise can attack through it)",
+    )
+
     # HTTP and security
     api_key: SecretStr | None = Field(
         None,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from purifier.contract import INPUT_NAME, OUTPUT_NAME
+from purifier.contract import INPUT_NAME, NOISE_CARD_FIELD, NOISE_INPUT_NAME, OUTPUT_NAME
 from service.config import Settings
 from service.registry import ModelEntry, ModelLoadError
 
@@ -145,6 +145,13 @@ class Engine:
             self._free.put(session)
         self.io_binding = settings.io_binding
         self._device = "cuda" if self.on_gpu else "cpu"
+        names = [i.name for i in first_session.get_inputs()]
+        self.stochastic = NOISE_INPUT_NAME in names
+        if self.stochastic != (NOISE_CARD_FIELD in entry.card):
+            raise ModelLoadError(
+                f"model {entry.name}: the graph's inputs {names} and the card's "
+                f"`{NOISE_CARD_FIELD}` field disagree on whether it is stochastic"
+            )
         log.info(
             "model %s v%s runs on %s: %s (%s), %d instance(s) x %d thread(s)%s",
             entry.name,
@@ -180,19 +187,38 @@ class Engine:
         return self.entry.channels
 
     @property
+    def input_channels(self) -> int:
+        """Channels of one batched item: the image's, and for a stochastic model its
+        noise field's after them (tiles of both are cut and batched together)."""
+        return 2 * self.channels if self.stochastic else self.channels
+
+    def feed(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The session's inputs for a batch of items of `input_channels` channels."""
+        if not self.stochastic:
+            return {INPUT_NAME: batch}
+        c = self.channels
+        return {
+            INPUT_NAME: np.ascontiguousarray(batch[:, :c]),
+            NOISE_INPUT_NAME: np.ascontiguousarray(batch[:, c:]),
+        }
+
+    @property
     def instances(self) -> int:
         return len(self.sessions)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """batch: float32 NCHW in [0, 1] -> purified, same shape. Releases the GIL.
+        """batch: float32 NCHW in [0, 1] (a stochastic model's noise in the channels after
+        the image's) -> purified, the image's shape. Releases the GIL.
         Blocks while every instance is busy (the batcher never runs more batches at once
         than there are instances)."""
         session = self._free.get()
         try:
+            inputs = self.feed(batch)
             if not self.io_binding:
-                return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+                return session.run([OUTPUT_NAME], inputs)[0]
             binding = session.io_binding()
-            binding.bind_cpu_input(INPUT_NAME, batch)
+            for name, array in inputs.items():
+                binding.bind_cpu_input(name, array)
             binding.bind_output(OUTPUT_NAME, self._device)
             session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
@@ -203,7 +229,7 @@ class Engine:
         """Seconds one run of a batch of this shape takes on the first instance."""
         batch = np.zeros(shape, dtype=np.float32)
         start = time.perf_counter()
-        self.sessions[0].run([OUTPUT_NAME], {INPUT_NAME: batch})
+        self.sessions[0].run([OUTPUT_NAME], self.feed(batch))
         return time.perf_counter() - start
 
     def warm_up(self, shapes: list[tuple[int, int, int, int]]) -> float:
@@ -211,5 +237,5 @@ class Engine:
         start = time.perf_counter()
         for session in self.sessions:
             for shape in shapes:
-                session.run([OUTPUT_NAME], {INPUT_NAME: np.zeros(shape, dtype=np.float32)})
+                session.run([OUTPUT_NAME], self.feed(np.zeros(shape, dtype=np.float32)))
         return time.perf_counter() - start

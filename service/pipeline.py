@@ -83,11 +83,45 @@ async def encode_image(
     return out
 
 
+def noise_shape(runtime: ModelRuntime, pixels: np.ndarray) -> tuple[int, int, int, int]:
+    """(planes, model channels, H, W): the noise field one image needs."""
+    c, h, w = pixels.shape
+    planes = len(to_model_planes(np.empty((c, 1, 1), np.float32), runtime.engine.channels))
+    return planes, runtime.engine.channels, h, w
+
+
+async def keyed_noise_for(
+    state: ServiceState, runtime: ModelRuntime, pixels: np.ndarray
+) -> np.ndarray | None:
+    """A stochastic model's noise field for these decoded pixels, keyed by the service's
+    secret (purifier/noise.py); None for a deterministic model. HMAC and generation cost
+    ~1% of a stochastic model's inference, but are no work for the event loop beyond
+    small images."""
+    if not runtime.engine.stochastic:
+        return None
+    shape = noise_shape(runtime, pixels)
+    if pixels[0].size <= INLINE_CODEC_PIXELS:
+        return state.noise_key.noise(pixels, shape)
+    return await asyncio.get_running_loop().run_in_executor(
+        state.codec_pool, state.noise_key.noise, pixels, shape
+    )
+
+
 async def purify_pixels(
-    runtime: ModelRuntime, pixels: np.ndarray, deadline: float, ticket: Ticket | None = None
+    runtime: ModelRuntime,
+    pixels: np.ndarray,
+    deadline: float,
+    ticket: Ticket | None = None,
+    noise: np.ndarray | None = None,
 ) -> tuple[np.ndarray, BatchStats]:
-    """pixels: float32 (C, H, W) in [0, 1], C = 1 or 3. Returns the same shape."""
+    """pixels: float32 (C, H, W) in [0, 1], C = 1 or 3. Returns the same shape. A
+    stochastic model needs `noise` (noise_shape): each plane's field is cut into the same
+    tiles as the plane and batched with it, so a tile meets the whole image's noise there."""
     planes = to_model_planes(pixels, runtime.engine.channels)
+    if runtime.engine.stochastic:
+        if noise is None or noise.shape != noise_shape(runtime, pixels):
+            raise ValueError(f"model {runtime.entry.name} needs noise of the image's shape")
+        planes = [np.concatenate([p, n], axis=0) for p, n in zip(planes, noise, strict=True)]
     plan = runtime.plan(pixels.shape[1], pixels.shape[2])
     tiles = [cut(plane, plan) for plane in planes]
     flat = [t for plane_tiles in tiles for t in plane_tiles]

@@ -14,6 +14,7 @@ from service.detection import Detector
 from service.engine import Engine
 from service.imaging import TilePlan, plan_tiles
 from service.metrics import Metrics
+from service.noise_key import NoiseKey, random_noise_key
 from service.registry import ModelEntry
 
 
@@ -46,6 +47,8 @@ class ServiceState:
     draining: bool = False
     started: float = field(default_factory=time.time)
     arriving: int = 0  # work requests admitted that have not reached a batcher yet
+    # Set from settings at start-up (service.noise_key.load_noise_key); random until then.
+    noise_key: NoiseKey = field(default_factory=random_noise_key)
 
     @contextmanager
     def on_the_way(self) -> Iterator[None]:

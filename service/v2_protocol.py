@@ -3,7 +3,10 @@ binary tensor extension (`Inference-Header-Content-Length`), as Triton clients s
 
 Input `image` is one of: FP32 NCHW in [0, 1]; UINT8 NHWC in [0, 255]; BYTES, one encoded
 image per element (length-prefixed in binary, base64 strings in JSON). The output
-`purified` has the input's datatype and layout.
+`purified` has the input's datatype and layout. A stochastic model's `noise` (FP32 NCHW,
+the image's shape, beside an FP32 image) is parsed here; the route decides whether the
+operator allows callers to send it. With the binary extension, the inputs' bytes follow
+the header in the inputs' order.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from purifier.contract import INPUT_NAME, OUTPUT_NAME
+from purifier.contract import INPUT_NAME, NOISE_INPUT_NAME, OUTPUT_NAME
 from service.errors import ServiceError
 
 HEADER = "inference-header-content-length"
@@ -31,6 +34,7 @@ class InferInput:
     blobs: list[bytes] | None  # BYTES: encoded images
     binary_output: bool
     request_id: str | None
+    noise: np.ndarray | None = None  # the caller's `noise` input, FP32 NCHW
 
 
 def _bad(message: str) -> ServiceError:
@@ -51,23 +55,30 @@ def parse_request(body: bytes, header_length: str | None) -> InferInput:
         raise _bad(f"inference header is not JSON: {err}") from err
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise _bad("inference request needs an 'inputs' list")
-    inputs = [i for i in header["inputs"] if isinstance(i, dict) and i.get("name") == INPUT_NAME]
-    if len(inputs) != 1:
+    if "seed" in (header.get("parameters") or {}):
+        raise ServiceError(
+            400,
+            "seed_refused",
+            "parameters.seed: the noise of stochastic models is keyed by the service, never "
+            "chosen by the caller",
+        )
+    named = {
+        n: [i for i in header["inputs"] if isinstance(i, dict) and i.get("name") == n]
+        for n in (INPUT_NAME, NOISE_INPUT_NAME)
+    }
+    if len(named[INPUT_NAME]) != 1:
         raise _bad("inference request needs exactly one input named 'image'")
-    spec = inputs[0]
+    if len(named[NOISE_INPUT_NAME]) > 1:
+        raise _bad("inference request has more than one input named 'noise'")
+    raws = _binary_parts(header["inputs"], binary)
+    spec = named[INPUT_NAME][0]
     datatype, shape = spec.get("datatype"), spec.get("shape")
     if datatype not in ("FP32", "UINT8", "BYTES"):
         raise _bad(f"datatype {datatype!r}: send FP32 (NCHW), UINT8 (NHWC) or BYTES")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise _bad(f"shape {shape!r} is not a list of non-negative integers")
-    params = spec.get("parameters") or {}
-    raw: bytes | None = None
-    if "binary_data_size" in params:
-        size = params["binary_data_size"]
-        if not isinstance(size, int) or size != len(binary):
-            raise _bad(f"binary_data_size {size} != {len(binary)} bytes after the header")
-        raw = binary
-    elif "data" not in spec:
+    raw = raws.get(INPUT_NAME)
+    if raw is None and "data" not in spec:
         raise _bad("input 'image' has neither 'data' nor binary_data_size")
     outputs = header.get("outputs") or []
     binary_output = bool((header.get("parameters") or {}).get("binary_data_output")) or any(
@@ -80,7 +91,43 @@ def parse_request(body: bytes, header_length: str | None) -> InferInput:
             raise _bad(f"shape {shape} does not match {len(blobs)} BYTES elements")
         return InferInput(datatype, shape, None, blobs, binary_output, request_id)
     array = _numeric(datatype, shape, raw, spec.get("data"))
-    return InferInput(datatype, shape, array, None, binary_output, request_id)
+    noise = _noise(named[NOISE_INPUT_NAME], raws.get(NOISE_INPUT_NAME), datatype, shape)
+    return InferInput(datatype, shape, array, None, binary_output, request_id, noise)
+
+
+def _binary_parts(inputs: list[Any], binary: bytes) -> dict[str, bytes]:
+    """Each input's bytes after the header (binary extension): in the inputs' order, by
+    their `binary_data_size`; the sizes must add up to what follows the header."""
+    parts: dict[str, bytes] = {}
+    offset = 0
+    for spec in inputs:
+        if not isinstance(spec, dict):
+            continue
+        params = spec.get("parameters") or {}
+        if "binary_data_size" not in params:
+            continue
+        size = params["binary_data_size"]
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise _bad(f"binary_data_size {size!r} of input {spec.get('name')!r} does not fit")
+        parts[str(spec.get("name"))] = binary[offset : offset + size]
+        offset += size
+    if parts and offset != len(binary):
+        raise _bad(f"binary_data_size adds up to {offset}, not the {len(binary)} bytes sent")
+    return parts
+
+
+def _noise(
+    specs: list[dict[str, Any]], raw: bytes | None, datatype: str, shape: list[int]
+) -> np.ndarray | None:
+    """The caller's `noise` input, if any: FP32 NCHW of the FP32 image's shape."""
+    if not specs:
+        return None
+    spec = specs[0]
+    if datatype != "FP32" or spec.get("datatype") != "FP32" or spec.get("shape") != shape:
+        raise _bad(f"input 'noise' must be FP32 of the FP32 image's shape {shape}")
+    if raw is None and "data" not in spec:
+        raise _bad("input 'noise' has neither 'data' nor binary_data_size")
+    return _numeric("FP32", shape, raw, spec.get("data"))
 
 
 def _numeric(datatype: str, shape: list[int], raw: bytes | None, data: Any) -> np.ndarray:

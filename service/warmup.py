@@ -21,8 +21,8 @@ log = logging.getLogger("purifier")
 
 def warm_shapes(runtime: ModelRuntime, settings: Settings) -> list[tuple[int, int, int, int]]:
     """The tile bucket at batch 1 and at the largest batch, and each configured size's
-    bucket at batch 1."""
-    c = runtime.engine.channels
+    bucket at batch 1 (a stochastic model's items carry their noise: input_channels)."""
+    c = runtime.engine.input_channels
     shapes = {
         (1, c, runtime.tile, runtime.tile),
         (
@@ -44,13 +44,13 @@ def _seed_costs(runtime: ModelRuntime, settings: Settings) -> None:
     refine it), and a typical request's cost (a colour photo of the first configured
     size), so that a burst at a server that has served nothing yet is admitted by
     measured cost."""
-    c = runtime.engine.channels
+    c, fed = runtime.engine.channels, runtime.engine.input_channels
     for shape in warm_shapes(runtime, settings):
         if shape[0] == 1:
             runtime.batcher.seed_cost(shape[1:], runtime.engine.time_run(shape))
     if settings.warmup_sizes:
         plan = runtime.plan(settings.warmup_sizes[0], settings.warmup_sizes[0])
-        per_tile = runtime.batcher.image_cost((c, plan.tile_h, plan.tile_w)) or 0.0
+        per_tile = runtime.batcher.image_cost((fed, plan.tile_h, plan.tile_w)) or 0.0
         planes = 3 // c  # a one-channel model runs each colour plane on its own
         runtime.batcher.seed_request_cost(per_tile * len(plan.ys) * len(plan.xs) * planes)
         decode_s, encode_s = codec_seconds(settings.warmup_sizes[0], c)

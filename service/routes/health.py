@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from purifier.contract import INPUT_NAME, OUTPUT_NAME
+from purifier.contract import INPUT_NAME, NOISE_INPUT_NAME, OUTPUT_NAME
 from service.errors import error_response
 from service.state import ServiceState
 
@@ -44,13 +44,20 @@ async def ready(request: Request) -> JSONResponse:
 def model_metadata(state: ServiceState, name: str) -> dict[str, Any]:
     runtime = state.model(name)
     c = runtime.engine.channels
-    return {
+    tensor = {"datatype": "FP32", "shape": [-1, c, -1, -1]}
+    inputs = [{"name": INPUT_NAME, **tensor}]
+    if runtime.engine.stochastic and state.settings.allow_client_noise:
+        inputs.append({"name": NOISE_INPUT_NAME, **tensor})  # optional: keyed when absent
+    meta = {
         "name": runtime.entry.name,
         "versions": [str(runtime.entry.version)],
         "platform": "onnxruntime_onnx",
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, c, -1, -1]}],
-        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, c, -1, -1]}],
+        "inputs": inputs,
+        "outputs": [{"name": OUTPUT_NAME, **tensor}],
     }
+    if runtime.engine.stochastic:
+        meta["parameters"] = {"noise": "keyed by the server (HMAC of the decoded pixels)"}
+    return meta
 
 
 @router.get("/v2/models/{name}")

@@ -16,6 +16,7 @@ from service.pipeline import (
     decode_image,
     distances,
     encode_image,
+    keyed_noise_for,
     purify_pixels,
     suspicion,
     verdict_headers,
@@ -120,6 +121,14 @@ class PurifyOptions:
 def purify_options(request: Request) -> PurifyOptions:
     """The query parameters, checked (400 bad_request naming the parameter)."""
     query = request.query_params
+    if "seed" in query:
+        # An attacker who chose the noise could craft against it: the service keys it.
+        raise ServiceError(
+            400,
+            "seed_refused",
+            "query.seed: the noise of stochastic models is keyed by the service, never "
+            "chosen by the caller",
+        )
     fmt = query.get("format", "same")
     if fmt not in REQUESTED_FORMATS:
         raise ServiceError(
@@ -184,7 +193,8 @@ async def purify(request: Request) -> Response:
                 raise ticket.refusal
             decoded = await decode_image(state, runtime, data)
         name = runtime.entry.name
-        purified, stats = await purify_pixels(runtime, decoded.pixels, deadline, ticket)
+        noise = await keyed_noise_for(state, runtime, decoded.pixels)
+        purified, stats = await purify_pixels(runtime, decoded.pixels, deadline, ticket, noise)
         l2, linf = distances(decoded.pixels, purified)
         verdict = await suspicion(runtime, state, decoded.pixels, purified)
         if options.reject_suspicious:

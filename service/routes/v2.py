@@ -13,7 +13,13 @@ from service.batcher import Ticket
 from service.body import read_body
 from service.detection import Verdict
 from service.errors import ServiceError
-from service.pipeline import decode_image, encode_image, purify_pixels, suspicion
+from service.pipeline import (
+    decode_image,
+    encode_image,
+    keyed_noise_for,
+    purify_pixels,
+    suspicion,
+)
 from service.routes.tracking import TrackedRequest
 from service.state import ModelRuntime, ServiceState
 from service.v2_protocol import HEADER, InferInput, build_response, parse_request
@@ -131,8 +137,12 @@ async def _purify_tensor(
     if n == 0 or h == 0 or w == 0:
         raise ServiceError(400, "bad_request", f"empty tensor of shape {parsed.shape}")
     _check_pixels(h, w, state.settings.max_pixels)
+    noises = await _noise_fields(state, runtime, parsed, images)
     results = await asyncio.gather(
-        *(purify_pixels(runtime, np.ascontiguousarray(img), deadline, ticket) for img in images)
+        *(
+            purify_pixels(runtime, np.ascontiguousarray(img), deadline, ticket, noise)
+            for img, noise in zip(images, noises, strict=True)
+        )
     )
     out = np.stack([r[0] for r in results])
     verdicts = [
@@ -143,11 +153,38 @@ async def _purify_tensor(
     return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1), verdicts
 
 
+async def _noise_fields(
+    state: ServiceState, runtime: ModelRuntime, parsed: InferInput, images: np.ndarray
+) -> list[np.ndarray | None]:
+    """Each image's noise field: the caller's `noise` input where the operator allows it
+    (PURIFIER_ALLOW_CLIENT_NOISE, for evaluation), else keyed by the service."""
+    if parsed.noise is None:
+        return [await keyed_noise_for(state, runtime, img) for img in images]
+    if not state.settings.allow_client_noise:
+        raise ServiceError(
+            400,
+            "client_noise_refused",
+            "input 'noise': this server keys the noise itself (PURIFIER_ALLOW_CLIENT_NOISE is off)",
+        )
+    if not runtime.engine.stochastic:
+        raise ServiceError(
+            400, "bad_request", f"input 'noise': model {runtime.entry.name} takes no noise"
+        )
+    if images.shape[1] != runtime.engine.channels:
+        raise ServiceError(
+            400,
+            "bad_request",
+            f"input 'noise': send {runtime.engine.channels}-channel images with it",
+        )
+    return [n[None].astype(np.float32) for n in parsed.noise]
+
+
 async def _purify_encoded(
     state: ServiceState, runtime: ModelRuntime, blob: bytes, deadline: float, ticket: Ticket
 ) -> tuple[bytes, Verdict | None]:
     decoded = await decode_image(state, runtime, blob)
-    purified, _ = await purify_pixels(runtime, decoded.pixels, deadline, ticket)
+    noise = await keyed_noise_for(state, runtime, decoded.pixels)
+    purified, _ = await purify_pixels(runtime, decoded.pixels, deadline, ticket, noise)
     verdict = await suspicion(runtime, state, decoded.pixels, purified)
     body, _ = await encode_image(
         state, runtime, decoded, purified, "same", state.settings.jpeg_quality
