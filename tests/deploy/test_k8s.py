@@ -147,6 +147,26 @@ def test_sidecar_starts_purifier_first_and_the_classifier_calls_localhost():
     assert service["spec"]["ports"][0]["targetPort"] == "http"  # the purifier is not exposed
 
 
+@pytest.mark.parametrize("source", ["overlays/cpu", "overlays/gpu", "examples/sidecar.yaml"])
+def test_the_noise_key_comes_from_a_secret_mounted_read_only(source):
+    path = K8S / source
+    resources = render(path) if path.is_dir() else load_documents(path)
+    deployment = next(r for r in resources if r["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = purifier_container(resources)
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    key_file = Path(env["PURIFIER_NOISE_KEY_FILE"])
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(key_file.parent))
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "purifier-noise-key"
+    assert volume["secret"]["items"] == [{"key": "noise-key", "path": key_file.name}]
+    # Readable by the non-root user through its group, by nobody else.
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert "PURIFIER_NOISE_KEY" not in env  # never the key itself in a manifest
+
+
 def test_hpa_and_pdb_select_the_deployment():
     resources = {r["kind"]: r for r in render(K8S / "overlays" / "cpu")}
     deployment = resources["Deployment"]
@@ -198,6 +218,10 @@ def test_the_memory_limit_holds_the_warmed_up_server_as_deployed(source, tmp_pat
         "PURIFIER_MODEL_REPOSITORY": str(REPO / "exported_models"),  # the image's /models
         "PURIFIER_HOST": "127.0.0.1",
     }
+    if "PURIFIER_NOISE_KEY_FILE" in env:  # the Secret's mount, here a file of our own
+        key_file = tmp_path / "noise-key"
+        key_file.write_text("a-test-key-of-32-characters-long")
+        env["PURIFIER_NOISE_KEY_FILE"] = str(key_file)
     server = Server(env, tmp_path / "log.txt")
     try:
         server.wait_ready(timeout=180)
