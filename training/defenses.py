@@ -125,6 +125,25 @@ class PurifierDefense(nn.Module):
 DEFENSES.add("none", lambda: identity)
 
 
+@DEFENSES.register("ffdnet")
+def ffdnet(level_255: float = 25.0) -> PurifierDefense:
+    """The pretrained prior alone (issue 37's baseline): FFDNet colour told the level
+    level_255/255, no noise added. Differentiable: white-box rows go through it."""
+    from training.models.ffdnet import NoisePrior
+
+    return PurifierDefense(NoisePrior(sigma_255=0.0, level_255=level_255))
+
+
+@DEFENSES.register("noise_then_denoise")
+def noise_then_denoise(noise_255: float = 24.0, level_255: float = 30.0) -> PurifierDefense:
+    """The pretrained prior as a randomised purifier (DiffPure's one-step form): fresh
+    Gaussian noise of noise_255/255 (torch's RNG, which each table cell seeds), then
+    FFDNet at level_255/255."""
+    from training.models.ffdnet import NoisePrior
+
+    return PurifierDefense(NoisePrior(sigma_255=noise_255, level_255=level_255))
+
+
 def build_baseline(spec: dict[str, Any]) -> Defense:
     """The classic defense the spec names under `kind`, with its parameters."""
     return DEFENSES.build(spec)

@@ -76,3 +76,57 @@ def test_a_table_of_classic_defenses_needs_no_purifier(tmp_path):
     for target in result["targets"].values():
         assert [r["attack"] for r in target["rows"]] == ["clean", "FGSM 16/255", "PGD-10 16/255"]
     assert (tmp_path / "table.md").exists() and not (tmp_path / "examples.png").exists()
+
+
+def test_a_randomised_purifier_column_repeats_cell_by_cell_with_eot_rows(tmp_path):
+    """noise-then-denoise (the pretrained prior, issue 37's baseline) as a column: its
+    noise is drawn from each cell's seed, so a cell measured alone equals the same cell
+    measured with others; the adaptive rows average gradients over noise draws (EOT)."""
+    from training.attacks import ExpectationOverNoise
+    from training.evaluation import engine
+
+    config = load_config(
+        REPO / "training" / "configs" / "photo_eval.yaml",
+        tiny_photo_overrides(4, 64, "purifiers={}"),
+    )
+    config["defenses"] = {
+        "none": {"kind": "none"},
+        "prior": {"kind": "noise_then_denoise", "noise_255": 24, "level_255": 30},
+    }
+    config["attacks"] = [
+        {"name": "FGSM 16/255", "kind": "fgsm", "eps": 0.0627},
+        {"name": "PGD-2 16/255", "kind": "pgd", "eps": 0.0627, "alpha": 0.03, "steps": 2},
+        {
+            "name": "BPDA+EOT PGD-2 16/255",
+            "kind": "pgd",
+            "eps": 0.0627,
+            "alpha": 0.03,
+            "steps": 2,
+            "adaptive": "bpda",
+            "eot": 3,
+            "batch": 2,
+        },
+    ]
+    target = build_model(config["targets"]["efficientnet_lite0"]).eval()
+    seen_draws = []
+    original = ExpectationOverNoise.forward
+
+    def counting(self, x):
+        seen_draws.append((self.draws, len(x)))
+        return original(self, x)
+
+    ExpectationOverNoise.forward = counting
+    try:
+        both: list = []
+        Evaluation(config).evaluate_target(target, both)
+        alone: list = []
+        Evaluation(config).evaluate_target(target, alone, attacks=["PGD-2 16/255"])
+    finally:
+        ExpectationOverNoise.forward = original
+    assert seen_draws and all(d == 3 and n <= 2 for d, n in seen_draws)
+    pgd_both = next(r for r in both if r["attack"] == "PGD-2 16/255")
+    pgd_alone = next(r for r in alone if r["attack"] == "PGD-2 16/255")
+    assert pgd_both["error"] == pgd_alone["error"]  # the same cell, whatever ran before
+    assert both[0]["error"] == alone[0]["error"]  # clean, noise included
+    assert engine.cell_seed(0, "a", "b") != engine.cell_seed(0, "a", "c")
+    assert engine.cell_seed(0, "a", "b") == engine.cell_seed(0, "a", "b")

@@ -214,7 +214,9 @@ def _ssp(feature_extractor: nn.Module | None = None, **params: Any) -> Attack:
 
 
 # Keys of an attack spec that describe the evaluation, not the attack's parameters.
-_META_KEYS = ("name", "kind", "adaptive", "seen", "only", "feature_extractor")
+# `eot` (noise draws averaged per step) and `batch` (images per attack batch) are the
+# evaluation's, for adaptive rows against randomised purifiers (training.attacks.eot).
+_META_KEYS = ("name", "kind", "adaptive", "seen", "only", "feature_extractor", "eot", "batch")
 
 
 def build_attack(spec: dict[str, Any], feature_extractor: nn.Module | None = None) -> Attack:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.attacks import BPDAWrapper, budget_text, build_attack
+from training.attacks import BPDAWrapper, ExpectationOverNoise, budget_text, build_attack
 from training.data.registry import load_dataset
 from training.defenses import Defense, PurifierDefense, build_baseline, identity
 from training.device import pick_device
@@ -39,6 +41,14 @@ def predict(model: nn.Module, x: torch.Tensor, defense: Defense, batch: int) -> 
 
 def error_percent(pred: torch.Tensor, y: torch.Tensor) -> float:
     return round(100.0 * (pred != y).float().mean().item(), 2)
+
+
+def cell_seed(seed: int, *parts: str) -> int:
+    """A table cell's own seed, from the run's seed and what names the cell (attack,
+    defense, step): each cell's random starts and purifier noise repeat run to run
+    whichever other cells a run measures or resumes."""
+    digest = hashlib.sha256(json.dumps([seed, *parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def run_attack(
@@ -92,6 +102,7 @@ class Evaluation:
             "images": len(self.x),
             "seed": self.seed,
             "batch": self.batch,
+            "seeding": "per cell",  # cell_seed; older caches seeded every cell alike
             "device": self.device.type,
             "source": model_identity(config.get("source")),
             "features": with_weight_hashes(config["feature_extractor"]),
@@ -117,7 +128,7 @@ class Evaluation:
         with `attacks`, only those rows; with `attack_overrides`, rows of one kind are
         crafted with other settings (target_parts). With `target_spec` (the target's config or arch
         spec), cells are kept in and, when resuming, read from the cell cache."""
-        x, batch = self.x, self.batch
+        x = self.x
         active = {d: f for d, f in self.defenses.items() if defenses is None or d in defenses}
         skipped = {d: NOT_RUN for d in self.defenses if d not in active}
         # What counts as wrong: the label, or (no labels) the target's clean top-1.
@@ -131,7 +142,7 @@ class Evaluation:
                 "kind": "clean",
                 "perturbation": None,
                 "error": {
-                    d: error_percent(predict(target, x, active[d], batch), y)
+                    d: error_percent(self._predict(target, x, active[d], "clean", d), y)
                     if d in active
                     else NOT_RUN
                     for d in self.defenses
@@ -169,7 +180,8 @@ class Evaluation:
                     stats = perturbation_stats(x, x_adv)
                     examples[spec["name"]] = x_adv[:8].cpu()
                     for name, defense in active.items():
-                        errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
+                        pred = self._predict(target, x_adv, defense, spec["name"], name)
+                        errors[name] = error_percent(pred, y)
                         self._keep(row_key, name, errors[name])
                     if row_key is not None:
                         self.cache.put(
@@ -189,9 +201,16 @@ class Evaluation:
                         errors[name] = kept_cell
                         resumed += 1
                         continue
-                    pipeline = nn.Sequential(front, attacked).eval()
-                    x_adv = self._craft(spec["name"], name, attack, pipeline, y_attack)
-                    errors[name] = error_percent(predict(target, x_adv, defense, batch), y)
+                    pipeline = (
+                        ExpectationOverNoise(front, attacked, int(spec["eot"]))
+                        if spec.get("eot")
+                        else nn.Sequential(front, attacked)
+                    ).eval()
+                    x_adv = self._craft(
+                        spec["name"], name, attack, pipeline, y_attack, spec.get("batch")
+                    )
+                    pred = self._predict(target, x_adv, defense, spec["name"], name)
+                    errors[name] = error_percent(pred, y)
                     self._keep(row_key, name, errors[name])
             errors = {d: errors[d] for d in self.defenses}  # the table's column order
             row = {
@@ -263,15 +282,31 @@ class Evaluation:
         """The labels, or (no labels) the model's own clean top-1."""
         return self.y if self.y is not None else predict(model, self.x, identity, self.batch)
 
-    def _craft(
-        self, attack_name: str, defense: str, attack: Any, model: nn.Module, y: torch.Tensor
+    def _predict(
+        self, target: nn.Module, x: torch.Tensor, defense: Defense, attack: str, name: str
     ) -> torch.Tensor:
-        """Adversarial examples; crafted once per (attack, defense) when a fixed source
-        model makes them, so every target sees the same ones."""
+        """The target's top-1 through the defense; a randomised purifier's noise is drawn
+        from the cell's seed, the same for every target."""
+        torch.manual_seed(cell_seed(self.seed, attack, name, "purify"))
+        return predict(target, x, defense, self.batch)
+
+    def _craft(
+        self,
+        attack_name: str,
+        defense: str,
+        attack: Any,
+        model: nn.Module,
+        y: torch.Tensor,
+        batch: int | None = None,
+    ) -> torch.Tensor:
+        """Adversarial examples, seeded by their cell; crafted once per (attack, defense)
+        when a fixed source model makes them, so every target sees the same ones.
+        `batch`: images per attack batch (EOT rows multiply each by their draws)."""
         key = (attack_name, defense)
         if self.source is not None and key in self._crafted:
             return self._crafted[key]
-        x_adv = run_attack(attack, model, self.x, y, self.batch, self.seed)
+        seed = cell_seed(self.seed, attack_name, defense, "attack")
+        x_adv = run_attack(attack, model, self.x, y, int(batch or self.batch), seed)
         if self.source is not None:
             self._crafted[key] = x_adv
         return x_adv
