@@ -199,6 +199,21 @@ def test_the_key_never_leaves_the_process(servers, repository):
     assert b"keyed by PURIFIER_NOISE_KEY" in first.log.read_bytes()  # its source is logged
 
 
+def test_the_hostile_corpus_gets_its_documented_outcomes_and_never_the_key(servers):
+    """Every hostile and odd input (grey, 16-bit, alpha, 1x1, EXIF-rotated, broken, too
+    large) against a stochastic model: the documented status, and no key in any answer."""
+    from tests.hostile_corpus import CASES
+
+    first = servers[0]
+    for case in CASES:
+        response = purify(first, case.make(), case.content_type, format="same")
+        assert response.status_code == case.status, (case.name, response.text[:200])
+        answer = response.content + json.dumps(dict(response.headers)).encode()
+        assert KEY.encode() not in answer and KEY.encode().hex().encode() not in answer
+    assert httpx.get(f"{first.url}/v2/health/ready").status_code == 200
+    assert KEY.encode() not in first.log.read_bytes()
+
+
 def test_the_key_comes_from_a_file_and_bad_keys_stop_start_up(tmp_path):
     secret_file = tmp_path / "noise-key"
     secret_file.write_text(KEY + "\n")  # a mounted Secret often ends in a newline
