@@ -26,13 +26,10 @@ from service.registry import ModelEntry, ModelLoadError, scan
 from service.routes import health, purify, v2
 from service.routes.purify import PURIFY_HEADERS, PURIFY_OPERATION
 from service.state import ModelRuntime, ServiceState
+from service.tiles import tile_geometry
 from service.warmup import serve, warm_the_rest, warm_up
 
 log = logging.getLogger("purifier")
-
-# Tile overlap for a card that does not record its model's receptive field: wider than
-# any exported model's measured 2 x (radius + margin) (training.export.receptive_field).
-DEFAULT_TILE_OVERLAP = 48
 
 
 def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> ModelRuntime:
@@ -61,16 +58,7 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
         max_batch_pixels=settings.max_batch_pixels,
     )
     card = entry.card
-    tile = settings.tile_size or int(card.get("recommended_tile", 256))
-    multiple = max(settings.bucket_multiple, int(card.get("size_multiple", 1)))
-    overlap = settings.tile_overlap
-    if overlap is None:
-        overlap = int(card.get("tile_overlap", DEFAULT_TILE_OVERLAP))
-    if overlap >= tile:  # neighbours cannot share more than a tile: the seams would show
-        raise ModelLoadError(
-            f"model {name}: tile overlap {overlap} px is not below the tile size {tile} px "
-            "(PURIFIER_TILE_OVERLAP / PURIFIER_TILE_SIZE, or the card's tile_overlap)"
-        )
+    geometry = tile_geometry(entry, settings)
     metrics.model_info.labels(name).info(
         {
             "version": str(entry.version),
@@ -80,9 +68,7 @@ def _runtime(entry: ModelEntry, settings: Settings, state: ServiceState) -> Mode
         }
     )
     detector = detector_for(card, engine.path, settings.suspicion_fpr)
-    return ModelRuntime(
-        entry, engine, batcher, tile, int(card.get("min_size", 1)), multiple, overlap, detector
-    )
+    return ModelRuntime(entry, engine, batcher, geometry, detector)
 
 
 def default_model_name(configured: str | None, loaded: list[str]) -> str:

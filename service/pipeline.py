@@ -12,18 +12,9 @@ import numpy as np
 
 from service.batcher import BatchStats, Ticket
 from service.detection import Verdict
-from service.imaging import (
-    DecodedImage,
-    cut,
-    decode,
-    encode,
-    from_model_planes,
-    open_image,
-    pixels_of,
-    stitch,
-    to_model_planes,
-)
+from service.imaging import DecodedImage, decode, encode, open_image, pixels_of
 from service.state import ModelRuntime, ServiceState
+from service.tiles import cut_image, noise_shape
 
 # Decode and encode run in the codec pool, off the event loop, except for images of at
 # most INLINE_CODEC_PIXELS by their header (a small body can declare a large image): a
@@ -83,13 +74,6 @@ async def encode_image(
     return out
 
 
-def noise_shape(runtime: ModelRuntime, pixels: np.ndarray) -> tuple[int, int, int, int]:
-    """(planes, model channels, H, W): the noise field one image needs."""
-    c, h, w = pixels.shape
-    planes = len(to_model_planes(np.empty((c, 1, 1), np.float32), runtime.engine.channels))
-    return planes, runtime.engine.channels, h, w
-
-
 async def keyed_noise_for(
     state: ServiceState, runtime: ModelRuntime, pixels: np.ndarray
 ) -> np.ndarray | None:
@@ -99,7 +83,7 @@ async def keyed_noise_for(
     small images."""
     if not runtime.engine.stochastic:
         return None
-    shape = noise_shape(runtime, pixels)
+    shape = noise_shape(runtime.engine, pixels)
     if pixels[0].size <= INLINE_CODEC_PIXELS:
         return state.noise_key.noise(pixels, shape)
     return await asyncio.get_running_loop().run_in_executor(
@@ -115,22 +99,10 @@ async def purify_pixels(
     noise: np.ndarray | None = None,
 ) -> tuple[np.ndarray, BatchStats]:
     """pixels: float32 (C, H, W) in [0, 1], C = 1 or 3. Returns the same shape. A
-    stochastic model needs `noise` (noise_shape): each plane's field is cut into the same
-    tiles as the plane and batched with it, so a tile meets the whole image's noise there."""
-    planes = to_model_planes(pixels, runtime.engine.channels)
-    if runtime.engine.stochastic:
-        if noise is None or noise.shape != noise_shape(runtime, pixels):
-            raise ValueError(f"model {runtime.entry.name} needs noise of the image's shape")
-        planes = [np.concatenate([p, n], axis=0) for p, n in zip(planes, noise, strict=True)]
-    plan = runtime.plan(pixels.shape[1], pixels.shape[2])
-    tiles = [cut(plane, plan) for plane in planes]
-    flat = [t for plane_tiles in tiles for t in plane_tiles]
-    outputs, stats = await runtime.batcher.submit(flat, deadline, ticket)
-    per_plane = len(tiles[0])
-    restored = [
-        stitch(outputs[i * per_plane : (i + 1) * per_plane], plan) for i in range(len(planes))
-    ]
-    return from_model_planes(restored, pixels.shape[0]), stats
+    stochastic model needs `noise` (service.tiles.noise_shape), tiled with the image."""
+    tiled = cut_image(runtime.engine, runtime.geometry, pixels, noise)
+    outputs, stats = await runtime.batcher.submit(tiled.tiles, deadline, ticket)
+    return tiled.assemble(outputs), stats
 
 
 def distances(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:

@@ -12,10 +12,11 @@ from service.batcher import DynamicBatcher
 from service.config import Settings
 from service.detection import Detector
 from service.engine import Engine
-from service.imaging import TilePlan, plan_tiles
+from service.imaging import TilePlan
 from service.metrics import Metrics
 from service.noise_key import NoiseKey, random_noise_key
 from service.registry import ModelEntry
+from service.tiles import TileGeometry
 
 
 @dataclass
@@ -23,16 +24,17 @@ class ModelRuntime:
     entry: ModelEntry
     engine: Engine
     batcher: DynamicBatcher
-    tile: int
-    min_size: int
-    multiple: int
-    overlap: int  # pixels neighbouring tiles share: the receptive field, both ways
+    geometry: TileGeometry  # tile side, overlap (the receptive field, both ways), padding
     detector: Detector | None = None  # the card's calibrated suspicion verdict, if any
     ready: bool = False
 
+    @property
+    def tile(self) -> int:
+        return self.geometry.tile
+
     def plan(self, height: int, width: int) -> TilePlan:
         """How an image of this size is cut into this model's tiles."""
-        return plan_tiles(height, width, self.tile, self.overlap, self.multiple, self.min_size)
+        return self.geometry.plan(height, width)
 
 
 @dataclass
