@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -40,6 +41,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _purify(args: argparse.Namespace) -> int:
+    from service.batch import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="purifier", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default 8080 (PURIFIER_PORT)")
     p.add_argument("--model", help="the default model (PURIFIER_DEFAULT_MODEL)")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("purify", help="purify image files and folders in process (no server)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--model", help="default: the service's default model")
+    p.add_argument("--repository", help="model repository (PURIFIER_MODEL_REPOSITORY)")
+    p.add_argument("--format", default="same", choices=["same", "png", "jpeg", "webp"])
+    p.add_argument("--quality", type=int, help="JPEG/WebP quality (PURIFIER_JPEG_QUALITY)")
+    p.add_argument("--workers", type=int, default=2, help="decode/encode threads")
+    p.set_defaults(func=_purify)
     return parser
 
 
