@@ -69,3 +69,49 @@ def test_noise_then_denoise_is_a_function_of_image_and_noise():
     assert 0 <= first.min() and first.max() <= 1
     # Denoised, not noisy: far closer to the photo than the noisy input was.
     assert psnr(first, x) > psnr((x + 24 / 255 * noise).clamp(0, 1), x) + 3
+
+
+def test_in_training_mode_each_image_meets_its_own_noise_level():
+    net = build_model(
+        {
+            "arch": "noise_prior",
+            "sigma_255": 0,
+            "train_sigma_255": [10, 30],
+            "width": 8,
+            "depth": 3,
+            "pretrained": False,
+        }
+    )
+    x = torch.full((64, 3, 32, 32), 0.5)
+    seen = []
+    original = net.denoiser.forward
+    net.denoiser.forward = lambda noisy, level: (
+        seen.append((noisy, level)) or original(noisy, level)
+    )
+    torch.manual_seed(0)
+    net.train()(x)
+    noisy, level = seen[-1]
+    sigma = (noisy - x).flatten(1).std(1)
+    assert 9 / 255 < sigma.min() and sigma.max() < 31.5 / 255  # U(10, 30)/255, per image
+    assert sigma.std() > 3 / 255  # not one level for the batch
+    # The denoiser is told each image's own level plus the 8/255 margin.
+    assert (level.flatten() - 8 / 255 - sigma).abs().max() < 3 / 255
+    net.eval()(x)
+    assert torch.equal(seen[-1][0], x)  # served sigma 0: no noise outside training
+
+
+def test_the_nrp_objective_trains_the_noisy_prior_one_step():
+    """photo_prior_nrp.yaml: NRP's trainer (SSP on MobileNetV2, feature + pixel + RaGAN)
+    steps the noisy prior; the loss is finite and the denoiser's weights move."""
+    from tests.conftest import REPO
+    from training.config import load_config
+    from training.methods.nrp import NRPTrainer
+
+    config = load_config(REPO / "training" / "configs" / "photo_prior_nrp.yaml")
+    config["ssp"]["steps"] = 1
+    torch.manual_seed(0)
+    trainer = NRPTrainer(config, torch.device("cpu"))
+    before = trainer.purifier.denoiser.model[0].weight.clone()
+    metrics = trainer.step(photo("coffee.png", 48).repeat(2, 1, 1, 1))
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert not torch.equal(before, trainer.purifier.denoiser.model[0].weight)

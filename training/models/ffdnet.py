@@ -86,7 +86,11 @@ def load_ffdnet_color(model: FFDNet | None = None) -> FFDNet:
 class NoisePrior(nn.Module):
     """y = clip(D(x + sigma * noise, level), 0, 1) (module docstring). `sigma` and
     `level` (in [0, 1] units) are the served noise and the level the denoiser is told;
-    `forward` takes them per call too, so training can draw them per image."""
+    `forward` takes them per call too, so training can draw them per image. With
+    `train_sigma_255` (lo, hi), a network in training mode called without them draws
+    each image's sigma from U(lo, hi)/255 (torch's RNG) and tells the denoiser sigma +
+    `level_margin_255`/255: any trainer (NRP's, the guided one) then trains it under the
+    noise it will be served with."""
 
     size_multiple = 1
     stochastic = True  # exported with a `noise` input (training/export/graph.py)
@@ -98,6 +102,8 @@ class NoisePrior(nn.Module):
         width: int = 96,
         depth: int = 12,
         pretrained: bool = True,
+        train_sigma_255: tuple[float, float] | list[float] | None = None,
+        level_margin_255: float = 8.0,
     ) -> None:
         super().__init__()
         self.denoiser = FFDNet(3, width, depth)
@@ -105,6 +111,8 @@ class NoisePrior(nn.Module):
             load_ffdnet_color(self.denoiser)
         self.sigma = float(sigma_255) / 255
         self.level = float(level_255) / 255
+        self.train_sigma = None if train_sigma_255 is None else [v / 255 for v in train_sigma_255]
+        self.level_margin = float(level_margin_255) / 255
 
     def forward(
         self,
@@ -115,6 +123,10 @@ class NoisePrior(nn.Module):
     ) -> torch.Tensor:
         if noise is None:
             noise = torch.randn_like(image)
+        if sigma is None and self.training and self.train_sigma is not None:
+            low, high = self.train_sigma
+            sigma = low + (high - low) * torch.rand(len(image), device=image.device)
+            level = sigma + self.level_margin
         s = torch.as_tensor(self.sigma if sigma is None else sigma, dtype=image.dtype)
         noisy = image + s.to(image.device).reshape(-1, 1, 1, 1) * noise
         return self.denoiser(noisy, self.level if level is None else level).clamp(0, 1)
