@@ -140,6 +140,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default = state.models[state.default_model]
         serve(default, warm_up(default, settings))
         state.ready = True  # the default model serves; the others follow, one at a time
+        log.info(
+            "serving %s: ready at GET /v2/models/%s/ready; GET /v2/health/ready answers 200 "
+            "once every loaded model (%d) has warmed up",
+            state.default_model,
+            state.default_model,
+            len(state.models),
+        )
         rest = [m for m in state.models.values() if m is not default]
         warming = asyncio.get_running_loop().create_task(warm_the_rest(rest, settings))
         _drain_on_sigterm(state)

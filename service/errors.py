@@ -1,4 +1,6 @@
-"""Error responses: JSON {"error": {"code", "message"}} with the right status."""
+"""Error responses with the right status: JSON {"error": {"code", "message"}}, and on the
+Open Inference Protocol's routes (/v2...) the protocol's own {"error": "<message>"} with our
+`code` beside it (clients such as tritonclient read `error` as a string)."""
 
 from __future__ import annotations
 
@@ -30,16 +32,26 @@ class ServiceError(Exception):
         self.details = details or {}
 
 
+V2_PREFIX = "/v2"
+
+
+def error_body(code: str, message: str, details: dict[str, Any], path: str) -> dict[str, Any]:
+    """The JSON error for a request to `path` (module docstring)."""
+    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+        return {"error": message, "code": code, **details}
+    return {"error": {"code": code, "message": message, **details}}
+
+
 def error_response(
     status: int,
     code: str,
     message: str,
     retry_after: int | None = None,
     details: dict[str, Any] | None = None,
+    path: str = "",
 ) -> JSONResponse:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    body = {"error": {"code": code, "message": message, **(details or {})}}
-    return JSONResponse(body, status, headers=headers)
+    return JSONResponse(error_body(code, message, details or {}, path), status, headers=headers)
 
 
 def as_service_error(err: Exception) -> ServiceError:
@@ -61,15 +73,17 @@ def as_service_error(err: Exception) -> ServiceError:
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def _service(_: Request, err: ServiceError) -> JSONResponse:
-        return error_response(err.status, err.code, err.message, err.retry_after, err.details)
+    async def _service(request: Request, err: ServiceError) -> JSONResponse:
+        return error_response(
+            err.status, err.code, err.message, err.retry_after, err.details, request.url.path
+        )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
-        return error_response(err.status_code, code, str(err.detail))
+        return error_response(err.status_code, code, str(err.detail), path=request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
         parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
-        return error_response(400, "bad_request", "; ".join(parts))
+        return error_response(400, "bad_request", "; ".join(parts), path=request.url.path)

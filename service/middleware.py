@@ -101,12 +101,16 @@ class ServiceMiddleware:
         is_work = WORK_PATHS.match(path) is not None
         try:
             if self.api_key and path not in OPEN_PATHS and not self._authorised(scope):
-                rejection = error_response(401, "unauthorized", "missing or wrong API key")
+                rejection = error_response(
+                    401, "unauthorized", "missing or wrong API key", path=path
+                )
                 rejection.headers["www-authenticate"] = 'Bearer realm="purifier"'
                 await self._reject(rejection, "unauthorized", scope, receive, send_with_id)
             elif is_work and self.in_flight >= self.max_concurrent:
                 message = f"{self.in_flight} requests in flight (PURIFIER_MAX_CONCURRENT_REQUESTS)"
-                rejection = error_response(503, "too_many_requests", message, retry_after=1)
+                rejection = error_response(
+                    503, "too_many_requests", message, retry_after=1, path=path
+                )
                 await self._reject(rejection, "too_many_requests", scope, receive, send_with_id)
             elif is_work:
                 self.in_flight += 1

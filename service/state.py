@@ -63,6 +63,12 @@ class ServiceState:
             self.arriving -= 1
 
     @property
+    def every_model_ready(self) -> bool:
+        """The protocol's server-ready: ready, and every loaded model warmed up (the
+        default serves first; the others follow in the background)."""
+        return self.is_ready and all(m.ready for m in self.models.values())
+
+    @property
     def is_ready(self) -> bool:
         """What the readiness probe reports: off before warm-up and from SIGTERM on."""
         return self.accepting and not self.draining

@@ -30,13 +30,17 @@ async def live(request: Request) -> JSONResponse:
     state = _state(request)
     dead = [name for name, m in state.models.items() if m.ready and not m.batcher.alive]
     if dead:
-        return error_response(503, "batcher_dead", f"batching worker stopped for {dead}")
+        message = f"batching worker stopped for {dead}"
+        return error_response(503, "batcher_dead", message, path=request.url.path)
     return JSONResponse({"live": True})
 
 
 @router.get("/v2/health/ready")
 async def ready(request: Request) -> JSONResponse:
-    if _state(request).is_ready:
+    """Server-ready as the Open Inference Protocol means it: every loaded model ready.
+    The default model's own ready route (/v2/models/{name}/ready) answers as soon as it
+    serves: what a readiness probe that wants a quick start should ask."""
+    if _state(request).every_model_ready:
         return JSONResponse({"ready": True})
     return JSONResponse({"ready": False}, 503, headers={"Retry-After": "1"})
 

@@ -80,7 +80,12 @@ def test_the_validator_rejects_a_broken_manifest():
 
 @pytest.mark.parametrize("source", ["overlays/cpu", "examples/sidecar.yaml"])
 def test_probes_use_the_open_inference_protocol_routes_on_the_served_port(source, server):
+    """Readiness asks the default model's own ready route (a quick start: the others warm
+    in the background), liveness the server's; the running service answers both."""
     import httpx
+
+    from service.app import default_model_name
+    from service.config import PREFERRED_DEFAULT_MODELS
 
     path = K8S / source
     resources = render(path) if path.is_dir() else load_documents(path)
@@ -91,13 +96,17 @@ def test_probes_use_the_open_inference_protocol_routes_on_the_served_port(source
         get = container[probe]["httpGet"]
         assert port_names[get["port"]] == 8080
         routes[probe] = get["path"]
+    settings = _settings_as_deployed(resources)
+    models = json.loads(settings.get("PURIFIER_MODELS", json.dumps(PREFERRED_DEFAULT_MODELS)))
+    default = default_model_name(settings.get("PURIFIER_DEFAULT_MODEL"), models)
     assert routes == {
-        "startupProbe": "/v2/health/ready",
-        "readinessProbe": "/v2/health/ready",
+        "startupProbe": f"/v2/models/{default}/ready",
+        "readinessProbe": f"/v2/models/{default}/ready",
         "livenessProbe": "/v2/health/live",
     }
-    for route in set(routes.values()):  # and the running service answers them
-        assert httpx.get(f"{server.url}{route}").status_code == 200
+    test_default = httpx.get(f"{server.url}/models").json()["default"]  # the test server's
+    for route in {"/v2/health/live", "/v2/health/ready", f"/v2/models/{test_default}/ready"}:
+        assert httpx.get(f"{server.url}{route}").status_code == 200, route
 
 
 def test_configmap_port_matches_the_container_and_the_service():

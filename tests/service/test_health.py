@@ -125,21 +125,26 @@ def test_the_natural_image_purifier_is_the_default_once_it_is_exported():
 
 
 def test_the_default_model_serves_first_and_each_models_readiness_is_truthful(tmp_path):
-    """Issue 25: the server is ready once its default model is warm; the others warm up
-    after it, and until one has, its readiness says 503 and work sent to it gets 503
-    `model_not_ready` with Retry-After - while the default already serves."""
+    """Issue 25: the default model serves once it is warm; the others warm up after it,
+    and until one has, its readiness says 503 and work sent to it gets 503
+    `model_not_ready` with Retry-After - while the default already serves. Issue 39: the
+    server's own readiness (/v2/health/ready, the protocol's server-ready) waits for
+    every model."""
     from tests.live_server import Server, wait_for
     from tests.service.test_errors import assert_error, coffee_224
 
     server = Server({"PURIFIER_MODELS": '["fmnist-nrp", "photo-guided"]'}, tmp_path / "log")
     try:
-        assert wait_for(lambda: httpx.get(f"{server.url}/v2/health/ready").is_success, 120)
+        default_ready = f"{server.url}/v2/models/photo-guided/ready"
+        assert wait_for(lambda: httpx.get(default_ready).is_success, 120)
         other = httpx.get(f"{server.url}/v2/models/fmnist-nrp/ready", timeout=5)
+        server_ready = httpx.get(f"{server.url}/v2/health/ready", timeout=5)
         png = {"content": coffee_224(), "headers": {"Content-Type": "image/png"}}
         first = httpx.post(f"{server.url}/purify", **png, timeout=60)
         assert first.status_code == 200 and first.headers["x-purifier-model"] == "photo-guided"
         # fmnist-nrp's warm-up (batch 16 of 256x256 tiles, one thread) takes seconds.
         assert other.status_code == 503 and other.json()["ready"] is False
+        assert server_ready.status_code == 503  # not every model is ready yet
         early = httpx.post(f"{server.url}/purify?model=fmnist-nrp", **png)
         if early.status_code == 503:
             assert_error(early, 503, "model_not_ready")
@@ -147,6 +152,7 @@ def test_the_default_model_serves_first_and_each_models_readiness_is_truthful(tm
         assert wait_for(
             lambda: httpx.get(f"{server.url}/v2/models/fmnist-nrp/ready").is_success, 120
         )
+        assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
         late = httpx.post(f"{server.url}/purify?model=fmnist-nrp", **png, timeout=60)
         assert late.status_code == 200 and late.headers["x-purifier-model"] == "fmnist-nrp"
         assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}

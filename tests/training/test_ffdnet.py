@@ -66,7 +66,7 @@ def test_noise_then_denoise_is_a_function_of_image_and_noise():
         first, again, moved = net(x, noise), net(x, noise), net(x, other)
     assert torch.equal(first, again)
     assert (first - moved).abs().max() > 1 / 255  # the noise reaches the output
-    assert 0 <= first.min() and first.max() <= 1
+    assert first.min() >= 0 and first.max() <= 1
     # Denoised, not noisy: far closer to the photo than the noisy input was.
     assert psnr(first, x) > psnr((x + 24 / 255 * noise).clamp(0, 1), x) + 3
 
@@ -92,7 +92,7 @@ def test_in_training_mode_each_image_meets_its_own_noise_level():
     net.train()(x)
     noisy, level = seen[-1]
     sigma = (noisy - x).flatten(1).std(1)
-    assert 9 / 255 < sigma.min() and sigma.max() < 31.5 / 255  # U(10, 30)/255, per image
+    assert sigma.min() > 9 / 255 and sigma.max() < 31.5 / 255  # U(10, 30)/255, per image
     assert sigma.std() > 3 / 255  # not one level for the batch
     # The denoiser is told each image's own level plus the 8/255 margin.
     assert (level.flatten() - 8 / 255 - sigma).abs().max() < 3 / 255
