@@ -115,3 +115,23 @@ def test_the_nrp_objective_trains_the_noisy_prior_one_step():
     metrics = trainer.step(photo("coffee.png", 48).repeat(2, 1, 1, 1))
     assert all(np.isfinite(v) for v in metrics.values())
     assert not torch.equal(before, trainer.purifier.denoiser.model[0].weight)
+
+
+def test_the_served_noise_is_picked_by_agreement_then_fooling():
+    from training.studies.prior_noise import measure, pick
+
+    rows = [
+        {"sigma_255": 8, "clean_agreement": 98.0, "mean_fooling": 60.0},
+        {"sigma_255": 16, "clean_agreement": 95.0, "mean_fooling": 40.0},
+        {"sigma_255": 24, "clean_agreement": 90.0, "mean_fooling": 20.0},
+    ]
+    assert pick(rows, 95.0)["sigma_255"] == 16  # the strongest that keeps 95%
+    assert pick(rows, 99.0) is None
+    net = build_model({"arch": "noise_prior", "width": 8, "depth": 3, "pretrained": False})
+    guide = build_model({"arch": "mobilenet_v2_imagenet"})
+    x = torch.cat([photo("coffee.png", 64), photo("chelsea.png", 64)])
+    row = measure(net.eval(), guide, x, torch.stack([x, x.flip(-1)]), 12, 20, seed=0)
+    assert row["sigma_255"] == 12 and net.sigma == 12 / 255 and net.level == 20 / 255
+    assert 0 <= row["clean_agreement"] <= 100 and len(row["fooling"]) == 2
+    again = measure(net.eval(), guide, x, torch.stack([x, x.flip(-1)]), 12, 20, seed=0)
+    assert again == row  # the noise comes from the seed
