@@ -128,5 +128,13 @@ def test_a_randomised_purifier_column_repeats_cell_by_cell_with_eot_rows(tmp_pat
     pgd_alone = next(r for r in alone if r["attack"] == "PGD-2 16/255")
     assert pgd_both["error"] == pgd_alone["error"]  # the same cell, whatever ran before
     assert both[0]["error"] == alone[0]["error"]  # clean, noise included
+    # Purified once (for MobileNetV2, first) and kept for the next target: EfficientNet-
+    # Lite0's cells are those measured without the reuse.
+    reused: list = []
+    ev = Evaluation({**config, "reuse_purified": True})
+    ev.evaluate_target(build_model(config["targets"]["mobilenet_v2"]).eval(), [])
+    ev.evaluate_target(target, reused)
+    assert [r["error"] for r in reused] == [r["error"] for r in both]
+    assert ev._purified and all(k[1] != "none" for k in ev._purified)
     assert engine.cell_seed(0, "a", "b") != engine.cell_seed(0, "a", "c")
     assert engine.cell_seed(0, "a", "b") == engine.cell_seed(0, "a", "b")
