@@ -125,8 +125,8 @@ def test_the_served_noise_is_picked_by_agreement_then_fooling():
         {"sigma_255": 16, "clean_agreement": 95.0, "mean_fooling": 40.0},
         {"sigma_255": 24, "clean_agreement": 90.0, "mean_fooling": 20.0},
     ]
-    assert pick(rows, 95.0)["sigma_255"] == 16  # the strongest that keeps 95%
-    assert pick(rows, 99.0) is None
+    assert pick(rows, 95.0) == (rows[1], True)  # the strongest that keeps 95%
+    assert pick(rows, 99.0) == (rows[2], False)  # none keeps 99%: best agreement - fooling
     net = build_model({"arch": "noise_prior", "width": 8, "depth": 3, "pretrained": False})
     guide = build_model({"arch": "mobilenet_v2_imagenet"})
     x = torch.cat([photo("coffee.png", 64), photo("chelsea.png", 64)])
