@@ -57,11 +57,20 @@ def test_importing_each_package_fills_its_registry():
     import training.models  # noqa: F401
 
     assert {"nrp", "guided_unet", "cas", "mobilenet_v2_imagenet"} <= set(MODELS)
-    assert set(TRAINERS) == {"classifier", "nrp", "cafd", "arn", "adversarial", "guided"}
+    assert set(TRAINERS) == {"classifier", "nrp", "cafd", "arn", "adversarial", "guided", "prior"}
     assert set(DATASETS) == {"fashion_mnist", "photos"}
     assert {"fgsm", "pgd", "ssp", "stadv", "pgd_cas", "uniform_noise"} <= set(ATTACKS)
     assert set(SURROGATES) == {"cas_heads", "cas_straight_through"}
-    assert set(DEFENSES) == {"none", "jpeg", "bit_depth", "median", "tv", "onnx"}
+    assert set(DEFENSES) == {
+        "none",
+        "jpeg",
+        "bit_depth",
+        "median",
+        "tv",
+        "onnx",
+        "ffdnet",
+        "noise_then_denoise",
+    }
     assert {"l1", "l2", "cosine"} <= set(DISTANCES) and set(GAN_LOSSES) == {"ragan", "standard"}
 
 
