@@ -19,7 +19,7 @@ SERVE_VENV := .venv-serve
 PORT ?= 8080
 
 .PHONY: test run bench fuzz audit lint format train eval export methods detection fmnist-guided \
-	data deploy-tools lock clean-venv
+	data deploy-tools lock clean-venv upstream-model
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ lock: $(VENV)/.train-installed
 	  $(VENV)/bin/uv pip compile pyproject.toml --extra $$extra --universal --python-version 3.11 \
 	    --generate-hashes --no-header -q -o requirements/$$extra.txt || exit 1; done
 
+# The proxy's example upstream (examples/kserve_classifier): MobileNetV2 exported to ONNX
+# from the weights the photo purifier was trained against; docker compose builds it.
+upstream-model: $(VENV)/.train-installed
+	$(PY) -m training.export.classifier examples/kserve_classifier/model/model.onnx
+
 run: $(SERVE_VENV)/.serve-installed
 	$(SERVE_VENV)/bin/purifier serve --port $(PORT)
 
@@ -80,7 +85,8 @@ test: $(VENV)/.train-installed data deploy-tools
 
 # Benchmarks run alone on the machine; results land in benchmarks/results/.
 # model_latency ~2 min, serve_bench ~25 min (+ ~8 min of 640x480 photos with the
-# default model, ~5 min with photo-guided-large), overload ~3 min, soak 10 min.
+# default model, ~5 min with photo-guided-large), overload ~3 min, proxy ~2 min,
+# batch ~2 min, soak 10 min.
 bench: $(VENV)/.train-installed data
 	$(PIP) install -e '.[bench]'
 	$(PY) -m benchmarks.model_latency
@@ -88,6 +94,8 @@ bench: $(VENV)/.train-installed data
 	$(PY) -m benchmarks.serve_bench --model photo-guided --concurrency 1 8 32 --warmup-s 5 --stem serve_bench_photo
 	$(PY) -m benchmarks.serve_bench --model photo-guided-large --concurrency 1 8 32 --warmup-s 5 --stem serve_bench_photo_large
 	$(PY) -m benchmarks.overload_bench --size 224 --factor 5 --duration 60 --recovery 20
+	$(PY) -m benchmarks.proxy_bench --concurrency 1 8 --requests 160
+	$(PY) -m benchmarks.batch_bench --images 200
 	$(PY) -m benchmarks.startup_bench --burst 200
 	$(PY) -m benchmarks.soak_bench --duration 600
 

@@ -27,6 +27,7 @@ from service.routes import health, purify, v2
 from service.routes.purify import PURIFY_HEADERS, PURIFY_OPERATION
 from service.state import ModelRuntime, ServiceState
 from service.tiles import tile_geometry
+from service.upstream import Upstream
 from service.warmup import serve, warm_the_rest, warm_up
 
 log = logging.getLogger("purifier")
@@ -137,6 +138,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.purifier = state
         state.noise_key = load_noise_key(settings)  # before any model: a bad key stops start-up
         _load_models(state)
+        if settings.upstream_url:
+            state.model(settings.upstream_purifier)  # the proxy's purifier must be loaded
+            state.upstream = Upstream(settings)
+            log.info("proxy mode: purifying on the way to %s", state.upstream.url)
         default = state.models[state.default_model]
         serve(default, warm_up(default, settings))
         state.ready = True  # the default model serves; the others follow, one at a time
@@ -159,6 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if runtime.ready:
                     await runtime.batcher.stop()
             state.codec_pool.shutdown(wait=False)
+            if state.upstream is not None:
+                await state.upstream.aclose()
 
     app = FastAPI(
         title="Purifier",

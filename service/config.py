@@ -152,6 +152,28 @@ class Settings(BaseSettings):
         "only: whoever chooses the noise can attack through it)",
     )
 
+    # Proxy mode (issue 39): purify on the way to the user's own model server
+    upstream_url: str | None = Field(
+        None,
+        description="an Open Inference Protocol server (http://host:port): POST "
+        "/v2/models/{name}/infer for a model not served here is purified and forwarded "
+        "there; its metadata and ready routes report both sides",
+    )
+    upstream_image_inputs: list[str] | None = Field(
+        None,
+        description="the request inputs to purify (default: every input of an image's "
+        "form: UINT8 NHWC, FP32 NCHW in [0, 1], BYTES of encoded images)",
+    )
+    upstream_purifier: str | None = Field(
+        None, description="the model that purifies proxied requests (default: the default model)"
+    )
+    upstream_max_connections: int = Field(
+        64, ge=1, description="pooled connections to the upstream (keep-alive)"
+    )
+    upstream_connect_timeout_s: float = Field(
+        2.0, gt=0, description="connecting to the upstream; beyond: 502"
+    )
+
     # HTTP and security
     api_key: SecretStr | None = Field(
         None,

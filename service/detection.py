@@ -13,6 +13,7 @@ import numpy as np
 
 from purifier.contract import MODEL_FILE
 from purifier.suspicion import score
+from service.errors import ServiceError
 from service.registry import ModelLoadError
 
 
@@ -48,3 +49,38 @@ def detector_for(card: dict[str, Any], served_file: Path, rate: str) -> Detector
             f"(its card has {sorted(thresholds)})"
         )
     return Detector(section["statistic"], float(thresholds[rate]), rate)
+
+
+def require_detector(detector: Detector | None, model: str) -> None:
+    """?on_suspicious=reject needs a calibrated verdict: 400 for a model without one."""
+    if detector is None:
+        raise ServiceError(
+            400,
+            "bad_request",
+            f"query.on_suspicious=reject: model {model} has no calibrated suspicion verdict "
+            "(its card has no detection section)",
+        )
+
+
+def refuse_if_suspicious(
+    detector: Detector | None, model: str, verdicts: Verdict | list[Verdict | None] | None
+) -> None:
+    """?on_suspicious=reject: 422 with the figures of the first suspicious verdict."""
+    listed = verdicts if isinstance(verdicts, list) else [verdicts]
+    verdict = next((v for v in listed if v is not None and v.suspicious), None)
+    if verdict is None or detector is None:
+        return
+    raise ServiceError(
+        422,
+        "suspicious",
+        f"the purifier's residual scores {verdict.score:.6f} ({detector.statistic}), above "
+        f"{detector.threshold:.6f}: the threshold a clean image passes "
+        f"{100 * (1 - float(detector.false_positive_rate)):g}% of the time",
+        details={
+            "score": verdict.score,
+            "threshold": detector.threshold,
+            "statistic": detector.statistic,
+            "false_positive_rate": float(detector.false_positive_rate),
+            "model": model,
+        },
+    )

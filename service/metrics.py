@@ -46,4 +46,19 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        # Proxy mode: the upstream's round trip (labelled by upstream models that
+        # answered, so a caller's made-up names never become label values) and failures.
+        self.upstream = Histogram(
+            "purifier_upstream_seconds",
+            "Round trip to the upstream model server (proxy mode), answered requests",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "purifier_upstream_errors",
+            "Proxied requests the upstream failed (5xx, unreachable, timeout)",
+            ["reason"],
+            registry=r,
+        )
         self.model_info = Info("purifier_model", "Model served", ["model"], registry=r)

@@ -17,6 +17,7 @@ from service.metrics import Metrics
 from service.noise_key import NoiseKey, random_noise_key
 from service.registry import ModelEntry
 from service.tiles import TileGeometry
+from service.upstream import Upstream
 
 
 @dataclass
@@ -51,6 +52,8 @@ class ServiceState:
     arriving: int = 0  # work requests admitted that have not reached a batcher yet
     # Set from settings at start-up (service.noise_key.load_noise_key); random until then.
     noise_key: NoiseKey = field(default_factory=random_noise_key)
+    # Proxy mode (PURIFIER_UPSTREAM_URL): the user's model server, one pooled client.
+    upstream: Upstream | None = None
 
     @contextmanager
     def on_the_way(self) -> Iterator[None]:

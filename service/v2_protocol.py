@@ -41,7 +41,8 @@ def _bad(message: str) -> ServiceError:
     return ServiceError(400, "bad_request", message)
 
 
-def parse_request(body: bytes, header_length: str | None) -> InferInput:
+def split_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """(JSON header, the bytes after it) of an inference request, JSON or binary."""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
             raise _bad(f"{HEADER} {header_length!r} does not fit a body of {len(body)} bytes")
@@ -55,6 +56,11 @@ def parse_request(body: bytes, header_length: str | None) -> InferInput:
         raise _bad(f"inference header is not JSON: {err}") from err
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise _bad("inference request needs an 'inputs' list")
+    return header, binary
+
+
+def parse_request(body: bytes, header_length: str | None) -> InferInput:
+    header, binary = split_request(body, header_length)
     if "seed" in (header.get("parameters") or {}):
         raise ServiceError(
             400,
@@ -70,7 +76,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferInput:
         raise _bad("inference request needs exactly one input named 'image'")
     if len(named[NOISE_INPUT_NAME]) > 1:
         raise _bad("inference request has more than one input named 'noise'")
-    raws = _binary_parts(header["inputs"], binary)
+    raws = binary_parts(header["inputs"], binary)
     spec = named[INPUT_NAME][0]
     datatype, shape = spec.get("datatype"), spec.get("shape")
     if datatype not in ("FP32", "UINT8", "BYTES"):
@@ -86,16 +92,16 @@ def parse_request(body: bytes, header_length: str | None) -> InferInput:
     )
     request_id = header.get("id")
     if datatype == "BYTES":
-        blobs = _split_bytes(raw) if raw is not None else _json_bytes(spec["data"])
+        blobs = split_bytes(raw) if raw is not None else json_bytes(spec["data"])
         if shape and int(np.prod(shape)) != len(blobs):
             raise _bad(f"shape {shape} does not match {len(blobs)} BYTES elements")
         return InferInput(datatype, shape, None, blobs, binary_output, request_id)
-    array = _numeric(datatype, shape, raw, spec.get("data"))
+    array = numeric(datatype, shape, raw, spec.get("data"))
     noise = _noise(named[NOISE_INPUT_NAME], raws.get(NOISE_INPUT_NAME), datatype, shape)
     return InferInput(datatype, shape, array, None, binary_output, request_id, noise)
 
 
-def _binary_parts(inputs: list[Any], binary: bytes) -> dict[str, bytes]:
+def binary_parts(inputs: list[Any], binary: bytes) -> dict[str, bytes]:
     """Each input's bytes after the header (binary extension): in the inputs' order, by
     their `binary_data_size`; the sizes must add up to what follows the header."""
     parts: dict[str, bytes] = {}
@@ -127,10 +133,10 @@ def _noise(
         raise _bad(f"input 'noise' must be FP32 of the FP32 image's shape {shape}")
     if raw is None and "data" not in spec:
         raise _bad("input 'noise' has neither 'data' nor binary_data_size")
-    return _numeric("FP32", shape, raw, spec.get("data"))
+    return numeric("FP32", shape, raw, spec.get("data"))
 
 
-def _numeric(datatype: str, shape: list[int], raw: bytes | None, data: Any) -> np.ndarray:
+def numeric(datatype: str, shape: list[int], raw: bytes | None, data: Any) -> np.ndarray:
     if len(shape) != 4:
         raise _bad(f"{datatype} input must be 4-D ({'NCHW' if datatype == 'FP32' else 'NHWC'})")
     dtype = np.dtype(_NUMPY[datatype]).newbyteorder("<")
@@ -152,7 +158,33 @@ def _numeric(datatype: str, shape: list[int], raw: bytes | None, data: Any) -> n
     return array
 
 
-def _split_bytes(raw: bytes) -> list[bytes]:
+def tensor_images(datatype: str, array: np.ndarray, max_pixels: int) -> np.ndarray:
+    """A numeric image tensor as float32 NCHW in [0, 1] (FP32 NCHW, or UINT8 NHWC),
+    checked: 1 or 3 channels, not empty, at most `max_pixels` per image (413)."""
+    if datatype == "FP32":  # NCHW in [0, 1]
+        images = np.clip(array, 0.0, 1.0)
+    else:  # UINT8 NHWC
+        images = array.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    n, c, h, w = images.shape
+    if c not in (1, 3):
+        raise _bad(f"images must have 1 or 3 channels, got {c}")
+    if n == 0 or h == 0 or w == 0:
+        raise _bad(f"empty tensor of shape {list(array.shape)}")
+    if h * w > max_pixels:
+        raise ServiceError(
+            413, "too_many_pixels", f"{w}x{h} is over the limit of {max_pixels} pixels"
+        )
+    return images
+
+
+def images_tensor(images: np.ndarray, datatype: str) -> np.ndarray:
+    """float32 NCHW in [0, 1] back to the tensor's own datatype and layout."""
+    if datatype == "FP32":
+        return images.astype(np.float32)
+    return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def split_bytes(raw: bytes) -> list[bytes]:
     """Triton's binary BYTES: each element is a 4-byte little-endian length, then bytes."""
     blobs, offset = [], 0
     while offset < len(raw):
@@ -167,7 +199,7 @@ def _split_bytes(raw: bytes) -> list[bytes]:
     return blobs
 
 
-def _json_bytes(data: Any) -> list[bytes]:
+def json_bytes(data: Any) -> list[bytes]:
     flat = np.asarray(data, dtype=object).reshape(-1).tolist()
     try:
         return [base64.b64decode(item, validate=True) for item in flat]

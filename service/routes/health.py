@@ -10,7 +10,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from purifier.contract import INPUT_NAME, NOISE_INPUT_NAME, OUTPUT_NAME
-from service.errors import error_response
+from service.errors import ServiceError, error_response
+from service.proxy import proxies, proxy_model_metadata, proxy_model_ready, upstream_ready
 from service.state import ServiceState
 
 router = APIRouter()
@@ -40,7 +41,11 @@ async def ready(request: Request) -> JSONResponse:
     """Server-ready as the Open Inference Protocol means it: every loaded model ready.
     The default model's own ready route (/v2/models/{name}/ready) answers as soon as it
     serves: what a readiness probe that wants a quick start should ask."""
-    if _state(request).every_model_ready:
+    state = _state(request)
+    ready = state.every_model_ready
+    if ready and state.upstream is not None:  # proxy mode: serving needs both sides
+        ready = await upstream_ready(state)
+    if ready:
         return JSONResponse({"ready": True})
     return JSONResponse({"ready": False}, 503, headers={"Retry-After": "1"})
 
@@ -64,14 +69,29 @@ def model_metadata(state: ServiceState, name: str) -> dict[str, Any]:
     return meta
 
 
+def _check_version(state: ServiceState, name: str, version: str | None) -> None:
+    if name in state.models and version not in (None, str(state.models[name].entry.version)):
+        served = state.models[name].entry.version
+        raise ServiceError(404, "unknown_version", f"{name} serves version {served}, not {version}")
+
+
 @router.get("/v2/models/{name}")
-async def model_meta(request: Request, name: str) -> dict[str, Any]:
-    return model_metadata(_state(request), name)
+@router.get("/v2/models/{name}/versions/{version}")
+async def model_meta(request: Request, name: str, version: str | None = None) -> Response:
+    state = _state(request)
+    if proxies(state, name):
+        return await proxy_model_metadata(state, name, version)
+    _check_version(state, name, version)
+    return JSONResponse(model_metadata(state, name))
 
 
 @router.get("/v2/models/{name}/ready")
-async def model_ready(request: Request, name: str) -> JSONResponse:
+@router.get("/v2/models/{name}/versions/{version}/ready")
+async def model_ready(request: Request, name: str, version: str | None = None) -> JSONResponse:
     state = _state(request)
+    if proxies(state, name):
+        return await proxy_model_ready(state, name, version)
+    _check_version(state, name, version)
     if name in state.failed:
         return JSONResponse({"name": name, "ready": False, "error": state.failed[name]}, 503)
     runtime = state.model(name)

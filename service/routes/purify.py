@@ -9,20 +9,18 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request, Response
 
 from service.body import image_bytes
-from service.detection import Verdict
+from service.detection import refuse_if_suspicious, require_detector
 from service.errors import ServiceError
 from service.imaging import REQUESTED_FORMATS
 from service.pipeline import (
     decode_image,
     distances,
     encode_image,
-    keyed_noise_for,
-    purify_pixels,
-    suspicion,
+    purify_image,
     verdict_headers,
 )
 from service.routes.tracking import TrackedRequest
-from service.state import ModelRuntime, ServiceState
+from service.state import ServiceState
 
 router = APIRouter()
 
@@ -150,27 +148,6 @@ def purify_options(request: Request) -> PurifyOptions:
     )
 
 
-def refuse_if_suspicious(runtime: ModelRuntime, verdict: Verdict | None) -> None:
-    """?on_suspicious=reject: 422 with the verdict's figures when it is suspicious."""
-    detector = runtime.detector
-    if verdict is None or detector is None or not verdict.suspicious:
-        return
-    raise ServiceError(
-        422,
-        "suspicious",
-        f"the purifier's residual scores {verdict.score:.6f} ({detector.statistic}), above "
-        f"{detector.threshold:.6f}: the threshold a clean image passes "
-        f"{100 * (1 - float(detector.false_positive_rate)):g}% of the time",
-        details={
-            "score": verdict.score,
-            "threshold": detector.threshold,
-            "statistic": detector.statistic,
-            "false_positive_rate": float(detector.false_positive_rate),
-            "model": runtime.entry.name,
-        },
-    )
-
-
 async def purify(request: Request) -> Response:
     state: ServiceState = request.app.state.purifier
     settings, metrics = state.settings, state.metrics
@@ -180,25 +157,20 @@ async def purify(request: Request) -> Response:
         with state.on_the_way():
             options = purify_options(request)
             runtime = state.serving(options.model)
-            if options.reject_suspicious and runtime.detector is None:
-                raise ServiceError(
-                    400,
-                    "bad_request",
-                    f"query.on_suspicious=reject: model {runtime.entry.name} has no "
-                    "calibrated suspicion verdict (its card has no detection section)",
-                )
+            if options.reject_suspicious:
+                require_detector(runtime.detector, runtime.entry.name)
             ticket = admitted.enter_context(runtime.batcher.arrival(deadline))
             data = await image_bytes(request, settings.max_body_bytes, settings.body_timeout_s)
             if ticket.refusal is not None:
                 raise ticket.refusal
             decoded = await decode_image(state, runtime, data)
         name = runtime.entry.name
-        noise = await keyed_noise_for(state, runtime, decoded.pixels)
-        purified, stats = await purify_pixels(runtime, decoded.pixels, deadline, ticket, noise)
+        purified, stats, verdict = await purify_image(
+            state, runtime, decoded.pixels, deadline, ticket
+        )
         l2, linf = distances(decoded.pixels, purified)
-        verdict = await suspicion(runtime, state, decoded.pixels, purified)
         if options.reject_suspicious:
-            refuse_if_suspicious(runtime, verdict)
+            refuse_if_suspicious(runtime.detector, runtime.entry.name, verdict)
         body, media_type = await encode_image(
             state,
             runtime,

@@ -14,15 +14,22 @@ from service.body import read_body
 from service.detection import Verdict
 from service.errors import ServiceError
 from service.pipeline import (
-    decode_image,
-    encode_image,
     keyed_noise_for,
+    purify_encoded,
     purify_pixels,
     suspicion,
 )
+from service.proxy import proxies, proxy_infer
 from service.routes.tracking import TrackedRequest
 from service.state import ModelRuntime, ServiceState
-from service.v2_protocol import HEADER, InferInput, build_response, parse_request
+from service.v2_protocol import (
+    HEADER,
+    InferInput,
+    build_response,
+    images_tensor,
+    parse_request,
+    tensor_images,
+)
 
 router = APIRouter()
 
@@ -66,6 +73,8 @@ INFER_BODY = {
 )
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
     state: ServiceState = request.app.state.purifier
+    if proxies(state, name):
+        return await proxy_infer(request, name, version)
     settings, metrics = state.settings, state.metrics
     started = time.perf_counter()
     with TrackedRequest(state, "v2_infer"), contextlib.ExitStack() as admitted:
@@ -86,9 +95,9 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
         array, blobs = None, None
         if parsed.blobs is not None:
             answers = await asyncio.gather(
-                *(_purify_encoded(state, runtime, blob, deadline, ticket) for blob in parsed.blobs)
+                *(purify_encoded(state, runtime, blob, deadline, ticket) for blob in parsed.blobs)
             )
-            blobs, verdicts = [a[0] for a in answers], [a[1] for a in answers]
+            blobs, verdicts = [a[0] for a in answers], [a[1][2] for a in answers]
         else:
             array, verdicts = await _purify_tensor(state, runtime, parsed, deadline, ticket)
         content, headers = build_response(
@@ -118,25 +127,10 @@ def suspicion_parameters(runtime: ModelRuntime, verdicts: list[Verdict | None]) 
     }
 
 
-def _check_pixels(h: int, w: int, limit: int) -> None:
-    if h * w > limit:
-        raise ServiceError(413, "too_many_pixels", f"{w}x{h} is over the limit of {limit} pixels")
-
-
 async def _purify_tensor(
     state: ServiceState, runtime: ModelRuntime, parsed: InferInput, deadline: float, ticket: Ticket
 ) -> tuple[np.ndarray, list[Verdict | None]]:
-    array = parsed.array
-    if parsed.datatype == "FP32":  # NCHW in [0, 1]
-        images = np.clip(array, 0.0, 1.0)
-    else:  # UINT8 NHWC
-        images = array.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    n, c, h, w = images.shape
-    if c not in (1, 3):
-        raise ServiceError(400, "bad_request", f"images must have 1 or 3 channels, got {c}")
-    if n == 0 or h == 0 or w == 0:
-        raise ServiceError(400, "bad_request", f"empty tensor of shape {parsed.shape}")
-    _check_pixels(h, w, state.settings.max_pixels)
+    images = tensor_images(parsed.datatype, parsed.array, state.settings.max_pixels)
     noises = await _noise_fields(state, runtime, parsed, images)
     results = await asyncio.gather(
         *(
@@ -148,9 +142,7 @@ async def _purify_tensor(
     verdicts = [
         await suspicion(runtime, state, img, r[0]) for img, r in zip(images, results, strict=True)
     ]
-    if parsed.datatype == "FP32":
-        return out.astype(np.float32), verdicts
-    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1), verdicts
+    return images_tensor(out, parsed.datatype), verdicts
 
 
 async def _noise_fields(
@@ -177,16 +169,3 @@ async def _noise_fields(
             f"input 'noise': send {runtime.engine.channels}-channel images with it",
         )
     return [n[None].astype(np.float32) for n in parsed.noise]
-
-
-async def _purify_encoded(
-    state: ServiceState, runtime: ModelRuntime, blob: bytes, deadline: float, ticket: Ticket
-) -> tuple[bytes, Verdict | None]:
-    decoded = await decode_image(state, runtime, blob)
-    noise = await keyed_noise_for(state, runtime, decoded.pixels)
-    purified, _ = await purify_pixels(runtime, decoded.pixels, deadline, ticket, noise)
-    verdict = await suspicion(runtime, state, decoded.pixels, purified)
-    body, _ = await encode_image(
-        state, runtime, decoded, purified, "same", state.settings.jpeg_quality
-    )
-    return body, verdict

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -38,14 +39,46 @@ def dashboard_queries() -> list[str]:
     return [t["expr"] for p in panels for t in p["targets"]]
 
 
-def test_the_three_services():
-    assert set(SERVICES) == {"purifier", "prometheus", "grafana"}
+def test_the_four_services():
+    assert set(SERVICES) == {"purifier", "classifier", "prometheus", "grafana"}
 
 
 def test_build_context_and_dockerfile_exist():
-    build = SERVICES["purifier"]["build"]
-    context = (DOCKER / build["context"]).resolve()
-    assert context == REPO and (context / build["dockerfile"]).is_file()
+    for service in ("purifier", "classifier"):
+        build = SERVICES[service]["build"]
+        context = (DOCKER / build["context"]).resolve()
+        assert context == REPO and (context / build["dockerfile"]).is_file()
+
+
+def test_purifier_proxies_to_the_classifier_which_has_no_host_port():
+    """Issue 39: the upstream model server is reached through Purifier only."""
+    env = SERVICES["purifier"]["environment"]
+    classifier = SERVICES["classifier"]
+    port = classifier["expose"][0]
+    assert env["PURIFIER_UPSTREAM_URL"] == f"http://classifier:{port}"
+    assert "ports" not in classifier and "classifier" in SERVICES["purifier"]["depends_on"]
+    dockerfile = (REPO / classifier["build"]["dockerfile"]).read_text()
+    assert f"EXPOSE {port}" in dockerfile and f"--http_port={port}" in dockerfile
+
+
+def test_the_classifier_image_is_hadolint_clean_and_copies_what_it_is_given():
+    dockerfile = REPO / SERVICES["classifier"]["build"]["dockerfile"]
+    result = subprocess.run(
+        [
+            shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint"),
+            str(dockerfile),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert "!examples/kserve_classifier/" in ignore
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("COPY "):
+            source = line.split()[1]
+            assert source.startswith("examples/kserve_classifier/"), source
+    assert (dockerfile.parent / "server.py").is_file()
 
 
 def test_every_bind_mount_exists():

@@ -156,7 +156,33 @@ def test_sidecar_starts_purifier_first_and_the_classifier_calls_localhost():
     assert service["spec"]["ports"][0]["targetPort"] == "http"  # the purifier is not exposed
 
 
-@pytest.mark.parametrize("source", ["overlays/cpu", "overlays/gpu", "examples/sidecar.yaml"])
+def test_proxy_layout_exposes_only_purifier_which_calls_the_model_server_on_localhost(
+    monkeypatch,
+):
+    """Issue 39: the model server is a native sidecar on a Pod-local port; Purifier's
+    settings parse, point at it, and its readiness includes the upstream's."""
+    from service.config import Settings
+
+    deployment, service = load_documents(K8S / "examples" / "proxy.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    model_server = pod["initContainers"][0]
+    assert model_server["restartPolicy"] == "Always"  # up before Purifier, down after it
+    upstream_port = model_server["ports"][0]["containerPort"]
+    assert f"--http_port={upstream_port}" in model_server["args"]
+    container = purifier_container([deployment])
+    for item in container["env"]:
+        monkeypatch.setenv(item["name"], item["value"])
+    settings = Settings()
+    assert settings.upstream_url == f"http://127.0.0.1:{upstream_port}"
+    assert settings.upstream_image_inputs == ["image"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] == container["ports"][0]["name"] == "purifier"
+
+
+@pytest.mark.parametrize(
+    "source", ["overlays/cpu", "overlays/gpu", "examples/sidecar.yaml", "examples/proxy.yaml"]
+)
 def test_the_noise_key_comes_from_a_secret_mounted_read_only(source):
     path = K8S / source
     resources = render(path) if path.is_dir() else load_documents(path)
