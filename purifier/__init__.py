@@ -15,4 +15,8 @@ def __getattr__(name: str) -> Any:
         from service import offline
 
         return getattr(offline, name)
+    if name == "PurifyBatches":  # for Ray Data's map_batches (service.ray_batches)
+        from service.ray_batches import PurifyBatches
+
+        return PurifyBatches
     raise AttributeError(f"module 'purifier' has no attribute {name!r}")

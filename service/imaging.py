@@ -330,3 +330,9 @@ def stitch(tiles: list[np.ndarray], plan: TilePlan) -> np.ndarray:
             out[:, top:bottom, left:right] = tiles[i][:, top - y : bottom - y, left - x : right - x]
             i += 1
     return out[:, : plan.height, : plan.width]
+
+
+def distances(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """L2 norm and L-inf of the change, in [0, 1] pixel units."""
+    diff = (after - before).astype(np.float64)
+    return float(np.sqrt((diff**2).sum())), float(np.abs(diff).max(initial=0.0))

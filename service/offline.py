@@ -21,7 +21,7 @@ from PIL import Image
 from service.config import Settings
 from service.detection import Verdict, detector_for
 from service.engine import Engine
-from service.imaging import DecodedImage, decode, encode, pixels_of
+from service.imaging import DecodedImage, decode, distances, encode, pixels_of
 from service.noise_key import NoiseKey, load_noise_key
 from service.registry import ModelLoadError, scan
 from service.tiles import cut_image, noise_shape, tile_geometry
@@ -105,7 +105,7 @@ class Purifier:
         if isinstance(image, Image.Image):
             decoded = pixels_of(image, self.engine.channels)
             return self._restore(decoded, self.purify_pixels(decoded.pixels))
-        return self._purify_array(np.asarray(image))
+        return self.purify_array(np.asarray(image))[0]
 
     def purify_bytes(self, data: bytes, fmt: str = "same", quality: int | None = None) -> Purified:
         """An encoded image through the whole pipeline, as `POST /purify` answers it."""
@@ -121,11 +121,8 @@ class Purifier:
     ) -> Purified:
         """Encode and measure a purified image (separate from inference, so that a batch
         job can run it beside the next image's inference)."""
-        diff = (purified - decoded.pixels).astype(np.float64)
-        l2, linf = float(np.sqrt((diff**2).sum())), float(np.abs(diff).max(initial=0.0))
-        verdict = None if self.detector is None else self.detector.judge(decoded.pixels, purified)
         data, content_type = encode(decoded, purified, fmt, quality or self.settings.jpeg_quality)
-        return Purified(data, content_type, l2, linf, verdict)
+        return self._figures(decoded.pixels, purified, data, content_type)
 
     def _restore(self, decoded: DecodedImage, purified: np.ndarray) -> Image.Image:
         import io
@@ -133,7 +130,9 @@ class Purifier:
         data, _ = encode(decoded, purified, "png", 100)
         return Image.open(io.BytesIO(data))
 
-    def _purify_array(self, array: np.ndarray) -> np.ndarray:
+    def purify_array(self, array: np.ndarray) -> tuple[np.ndarray, Purified]:
+        """An array (H, W) or (H, W, C), uint8 or float in [0, 1], purified (the same
+        kind), with its figures (L2, Linf in [0, 1] units; the verdict; no encoded data)."""
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
             raise ValueError(f"an image array is (H, W) or (H, W, 1|3), not {array.shape}")
         integer = np.issubdtype(array.dtype, np.integer)
@@ -141,6 +140,16 @@ class Purifier:
             raise ValueError(f"integer arrays must be uint8, not {array.dtype}")
         chw = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
         pixels = chw.astype(np.float32) / 255.0 if integer else chw.astype(np.float32)
-        out = self.purify_pixels(np.ascontiguousarray(np.clip(pixels, 0.0, 1.0)))
+        pixels = np.ascontiguousarray(np.clip(pixels, 0.0, 1.0))
+        out = self.purify_pixels(pixels)
+        figures = self._figures(pixels, out, b"", "")
         hwc = out[0] if array.ndim == 2 else out.transpose(1, 2, 0)
-        return np.round(hwc * 255).astype(np.uint8) if integer else hwc.astype(array.dtype)
+        restored = np.round(hwc * 255).astype(np.uint8) if integer else hwc.astype(array.dtype)
+        return restored, figures
+
+    def _figures(
+        self, before: np.ndarray, after: np.ndarray, data: bytes, content_type: str
+    ) -> Purified:
+        l2, linf = distances(before, after)
+        verdict = None if self.detector is None else self.detector.judge(before, after)
+        return Purified(data, content_type, l2, linf, verdict)

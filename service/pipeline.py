@@ -12,7 +12,7 @@ import numpy as np
 
 from service.batcher import BatchStats, Ticket
 from service.detection import Verdict
-from service.imaging import DecodedImage, decode, encode, open_image, pixels_of
+from service.imaging import DecodedImage, decode, distances, encode, open_image, pixels_of
 from service.state import ModelRuntime, ServiceState
 from service.tiles import cut_image, noise_shape
 
@@ -134,12 +134,6 @@ async def purify_encoded(
         state, runtime, decoded, purified, "same", state.settings.jpeg_quality
     )
     return out, (*distances(decoded.pixels, purified), verdict)
-
-
-def distances(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
-    """L2 norm and L-inf of the change, in [0, 1] pixel units."""
-    diff = (after - before).astype(np.float64)
-    return float(np.sqrt((diff**2).sum())), float(np.abs(diff).max()) if diff.size else 0.0
 
 
 def verdict_headers(verdict: Verdict | None) -> dict[str, str]:

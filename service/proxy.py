@@ -21,8 +21,9 @@ from service.batcher import Ticket
 from service.body import read_body
 from service.detection import refuse_if_suspicious, require_detector
 from service.errors import ServiceError
+from service.imaging import distances
 from service.middleware import REQUEST_ID_HEADER, request_id_var
-from service.pipeline import Figure, distances, purify_encoded, purify_image
+from service.pipeline import Figure, purify_encoded, purify_image
 from service.routes.tracking import TrackedRequest
 from service.state import ModelRuntime, ServiceState
 from service.upstream import Upstream, upstream_message

@@ -11,10 +11,9 @@ from fastapi import APIRouter, Request, Response
 from service.body import image_bytes
 from service.detection import refuse_if_suspicious, require_detector
 from service.errors import ServiceError
-from service.imaging import REQUESTED_FORMATS
+from service.imaging import REQUESTED_FORMATS, distances
 from service.pipeline import (
     decode_image,
-    distances,
     encode_image,
     purify_image,
     verdict_headers,

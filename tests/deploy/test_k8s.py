@@ -265,3 +265,18 @@ def test_the_memory_limit_holds_the_warmed_up_server_as_deployed(source, tmp_pat
     finally:
         server.stop()
     assert rss <= 0.75 * limit, f"{rss / 2**20:.0f} MB resident of a {limit / 2**20:.0f} MB limit"
+
+
+def test_the_batch_job_runs_the_purify_command_with_a_served_model():
+    """Issue 39: the Job's command line is one `purifier purify` accepts, for a model the
+    image bakes in, writing to a different folder than it reads."""
+    from purifier.cli import build_parser
+
+    (job,) = load_documents(K8S / "examples" / "batch-job.yaml")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith("purifier:") and container["command"][0] == "purifier"
+    args = build_parser().parse_args(container["command"][1:] + container["args"])
+    assert args.command == "purify" and (REPO / "exported_models" / args.model).is_dir()
+    assert Path(args.out) not in [Path(i) for i in args.inputs]
+    mounted = {m["mountPath"] for m in container["volumeMounts"]}
+    assert all(any(str(p).startswith(m) for m in mounted) for p in [*args.inputs, args.out])
