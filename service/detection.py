@@ -5,6 +5,7 @@ training and service alike)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,19 @@ def detector_for(card: dict[str, Any], served_file: Path, rate: str) -> Detector
             f"(its card has {sorted(thresholds)})"
         )
     return Detector(section["statistic"], float(thresholds[rate]), rate)
+
+
+ON_SUSPICIOUS = ("flag", "reject")
+
+
+def rejects_suspicious(query: Mapping[str, str]) -> bool:
+    """Whether the query asks ?on_suspicious=reject (default flag; 400 for another value)."""
+    value = query.get("on_suspicious", "flag")
+    if value not in ON_SUSPICIOUS:
+        raise ServiceError(
+            400, "bad_request", f"query.on_suspicious: must be one of {', '.join(ON_SUSPICIOUS)}"
+        )
+    return value == "reject"
 
 
 def require_detector(detector: Detector | None, model: str) -> None:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from service.batcher import Ticket
 from service.body import read_body
-from service.detection import refuse_if_suspicious, require_detector
+from service.detection import refuse_if_suspicious, rejects_suspicious, require_detector
 from service.errors import ServiceError
 from service.imaging import distances
 from service.middleware import REQUEST_ID_HEADER, request_id_var
@@ -45,13 +45,6 @@ def upstream_path(name: str, version: str | None, route: str = "") -> str:
     return f"/v2/models/{name}{versioned}{route}"
 
 
-def _reject_suspicious(request: Request) -> bool:
-    value = request.query_params.get("on_suspicious", "flag")
-    if value not in ("flag", "reject"):
-        raise ServiceError(400, "bad_request", "query.on_suspicious: must be one of flag, reject")
-    return value == "reject"
-
-
 async def proxy_infer(request: Request, name: str, version: str | None) -> Response:
     state: ServiceState = request.app.state.purifier
     upstream: Upstream = state.upstream  # type: ignore[assignment]
@@ -59,7 +52,7 @@ async def proxy_infer(request: Request, name: str, version: str | None) -> Respo
     started = time.perf_counter()
     deadline = started + settings.request_timeout_s  # the whole round trip
     with TrackedRequest(state, "v2_proxy"), contextlib.ExitStack() as admitted:
-        reject = _reject_suspicious(request)
+        reject = rejects_suspicious(request.query_params)
         runtime = state.serving(settings.upstream_purifier)
         if reject:
             require_detector(runtime.detector, runtime.entry.name)
@@ -79,13 +72,15 @@ async def proxy_infer(request: Request, name: str, version: str | None) -> Respo
         headers.update({k: v for k in FORWARDED_HEADERS if (v := request.headers.get(k))})
         headers[REQUEST_ID_HEADER] = request_id_var.get()
         sent = time.perf_counter()
-        answer = await upstream.request(
-            "POST", upstream_path(name, version, "/infer"), deadline, content, headers
-        )
-        if answer.status_code >= 400:
-            if answer.status_code >= 500:
-                state.metrics.upstream_errors.labels("upstream_5xx").inc()
-            return _upstream_failure(answer)
+        try:
+            answer = await upstream.request(
+                "POST", upstream_path(name, version, "/infer"), deadline, content, headers
+            )
+            if answer.status_code >= 400:
+                return _upstream_failure(answer)
+        except ServiceError as err:  # unreachable, too slow, or its 5xx
+            state.metrics.upstream_errors.labels(err.code).inc()
+            raise
         upstream_s = time.perf_counter() - sent
         state.metrics.upstream.labels(name).observe(upstream_s)
         parameters = _figures(runtime, [t.name for t in images], figures, purify_s)

@@ -33,6 +33,17 @@ class ModelRuntime:
     def tile(self) -> int:
         return self.geometry.tile
 
+    def check_version(self, version: str | None) -> None:
+        """A request naming a version: 404 unless it is the one served."""
+        from service.errors import ServiceError
+
+        if version is not None and version != str(self.entry.version):
+            raise ServiceError(
+                404,
+                "unknown_version",
+                f"{self.entry.name} serves version {self.entry.version}, not {version}",
+            )
+
     def plan(self, height: int, width: int) -> TilePlan:
         """How an image of this size is cut into this model's tiles."""
         return self.geometry.plan(height, width)

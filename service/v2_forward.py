@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,10 +42,12 @@ def _bad(message: str) -> ServiceError:
 @dataclass
 class Tensor:
     """One input as sent: its JSON object (name, shape, datatype, parameters, data) and,
-    with the binary extension, its bytes."""
+    with the binary extension, its bytes. Its contents are parsed once (finding the image
+    inputs reads them, and purifying them reads them again)."""
 
     spec: dict[str, Any]
     raw: bytes | None
+    _parsed: np.ndarray | list[bytes] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -64,27 +66,32 @@ class Tensor:
 
     def array(self) -> np.ndarray:
         """A numeric tensor (FP32 or UINT8) as numpy."""
-        if self.raw is None and "data" not in self.spec:
-            raise _bad(f"input {self.name!r} has neither 'data' nor binary_data_size")
-        return numeric(self.datatype, self.shape, self.raw, self.spec.get("data"))
+        if self._parsed is None:
+            if self.raw is None and "data" not in self.spec:
+                raise _bad(f"input {self.name!r} has neither 'data' nor binary_data_size")
+            self._parsed = numeric(self.datatype, self.shape, self.raw, self.spec.get("data"))
+        return self._parsed  # type: ignore[return-value]
 
     def blobs(self) -> list[bytes]:
         """A BYTES tensor's elements (length-prefixed in binary, base64 strings in JSON)."""
-        return split_bytes(self.raw) if self.raw is not None else json_bytes(self.spec["data"])
+        if self._parsed is None:
+            raw, data = self.raw, self.spec.get("data")
+            self._parsed = split_bytes(raw) if raw is not None else json_bytes(data)
+        return self._parsed  # type: ignore[return-value]
 
     def replace(self, payload: np.ndarray | list[bytes]) -> None:
         """Put new contents in, in the form the input came in (binary stays binary)."""
-        if isinstance(payload, list):
-            raw = join_bytes(payload)
-            data: Any = [base64.b64encode(b).decode("ascii") for b in payload]
-        else:
-            raw = payload.astype(payload.dtype.newbyteorder("<")).tobytes()
-            data = payload.reshape(-1).tolist()
+        self._parsed = payload
         if self.raw is not None:
-            self.raw = raw
-            self.spec["parameters"] = {**self.spec["parameters"], "binary_data_size": len(raw)}
+            if isinstance(payload, list):
+                self.raw = join_bytes(payload)
+            else:
+                self.raw = payload.astype(payload.dtype.newbyteorder("<")).tobytes()
+            self.spec["parameters"] = {**self.spec["parameters"], "binary_data_size": len(self.raw)}
+        elif isinstance(payload, list):
+            self.spec["data"] = [base64.b64encode(b).decode("ascii") for b in payload]
         else:
-            self.spec["data"] = data
+            self.spec["data"] = payload.reshape(-1).tolist()
 
 
 @dataclass

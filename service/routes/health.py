@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from purifier.contract import INPUT_NAME, NOISE_INPUT_NAME, OUTPUT_NAME
-from service.errors import ServiceError, error_response
+from service.errors import error_response
 from service.proxy import proxies, proxy_model_metadata, proxy_model_ready, upstream_ready
 from service.state import ServiceState
 
@@ -70,9 +70,8 @@ def model_metadata(state: ServiceState, name: str) -> dict[str, Any]:
 
 
 def _check_version(state: ServiceState, name: str, version: str | None) -> None:
-    if name in state.models and version not in (None, str(state.models[name].entry.version)):
-        served = state.models[name].entry.version
-        raise ServiceError(404, "unknown_version", f"{name} serves version {served}, not {version}")
+    if name in state.models:  # a refused or unknown model is answered as such below
+        state.models[name].check_version(version)
 
 
 @router.get("/v2/models/{name}")

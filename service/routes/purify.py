@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request, Response
 
 from service.body import image_bytes
-from service.detection import refuse_if_suspicious, require_detector
+from service.detection import (
+    ON_SUSPICIOUS,
+    refuse_if_suspicious,
+    rejects_suspicious,
+    require_detector,
+)
 from service.errors import ServiceError
 from service.imaging import REQUESTED_FORMATS, distances
 from service.pipeline import (
@@ -54,7 +59,6 @@ PURIFY_HEADERS = [
     "x-purifier-suspicion",
     "x-purifier-suspicious",
 ]
-ON_SUSPICIOUS = ("flag", "reject")
 
 
 # The route is a plain Starlette endpoint, not a FastAPI one: FastAPI's per-request
@@ -131,11 +135,7 @@ def purify_options(request: Request) -> PurifyOptions:
         raise ServiceError(
             400, "bad_request", f"query.format: must be one of {', '.join(REQUESTED_FORMATS)}"
         )
-    on_suspicious = query.get("on_suspicious", "flag")
-    if on_suspicious not in ON_SUSPICIOUS:
-        raise ServiceError(
-            400, "bad_request", f"query.on_suspicious: must be one of {', '.join(ON_SUSPICIOUS)}"
-        )
+    reject_suspicious = rejects_suspicious(query)
     quality = query.get("quality")
     if quality is not None and not (quality.isdigit() and 1 <= int(quality) <= 100):
         raise ServiceError(400, "bad_request", "query.quality: must be an integer 1..100")
@@ -143,7 +143,7 @@ def purify_options(request: Request) -> PurifyOptions:
         query.get("model"),
         fmt,
         None if quality is None else int(quality),
-        on_suspicious == "reject",
+        reject_suspicious,
     )
 
 

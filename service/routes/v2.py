@@ -79,12 +79,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     started = time.perf_counter()
     with TrackedRequest(state, "v2_infer"), contextlib.ExitStack() as admitted:
         runtime = state.serving(name)
-        if version is not None and version != str(runtime.entry.version):
-            raise ServiceError(
-                404,
-                "unknown_version",
-                f"{name} serves version {runtime.entry.version}, not {version}",
-            )
+        runtime.check_version(version)
         deadline = started + settings.request_timeout_s
         ticket = admitted.enter_context(runtime.batcher.arrival(deadline))
         with state.on_the_way():  # encoded images decode later, inside the gather below

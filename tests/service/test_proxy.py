@@ -280,6 +280,8 @@ def test_the_upstreams_own_4xx_pass_through_and_its_5xx_become_502(proxy):
     assert failed.json()["upstream_status"] == 500
     assert failed.json()["error"].startswith("upstream answered 500")
     assert len(failed.json()["error"]) < 400  # the upstream's echo of the image is cut
+    metrics = httpx.get(f"{proxy.url}/metrics", timeout=5).text
+    assert 'purifier_upstream_errors_total{reason="upstream_error"} 1.0' in metrics
 
 
 class FaultyUpstream:
@@ -332,4 +334,5 @@ def test_an_unreachable_or_silent_upstream_is_a_json_502_or_504(broken_proxy):
     assert model.status_code == 503 and model.json()["upstream_ready"] is False
     assert httpx.get(f"{broken_proxy.url}/v2/models/{PURIFIER}/ready", timeout=5).status_code == 200
     metrics = httpx.get(f"{broken_proxy.url}/metrics", timeout=5).text
-    assert "purifier_upstream_errors_total" in metrics
+    for reason in ("upstream_unreachable", "upstream_timeout"):
+        assert f'purifier_upstream_errors_total{{reason="{reason}"}} 1.0' in metrics, reason
