@@ -19,7 +19,10 @@ class Metrics:
                 f"purifier_{name}_seconds", doc, ["model"], buckets=LATENCY_BUCKETS, registry=r
             )
 
-        self.request = seconds("request", "Whole request time, decode to encode")
+        self.request = seconds(
+            "request",
+            "Whole request time, decode to encode (proxy mode: less the upstream's round trip)",
+        )
         self.queue = seconds("queue", "Time an image waited in the batching queue")
         self.inference = seconds("inference", "onnxruntime time of one batch")
         self.decode = seconds("decode", "Image decode time")

@@ -11,6 +11,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,6 +218,32 @@ def test_tritonclient_talks_to_the_proxy_as_to_any_model_server(proxy, attacked)
     assert result.get_response()["parameters"]["purifier_model"] == PURIFIER
     # The purifier's own models are still its own.
     assert client.is_model_ready(PURIFIER)
+
+
+def metric_sum(proxy: Server, family: str, model: str) -> float:
+    metrics = httpx.get(f"{proxy.url}/metrics", timeout=5).text
+    prefix = f'{family}_sum{{model="{model}"}}'
+    line = next((line for line in metrics.splitlines() if line.startswith(prefix)), None)
+    return 0.0 if line is None else float(line.split()[-1])
+
+
+def test_request_seconds_hold_purifiers_own_share_not_the_upstreams(proxy, attacked):
+    """A proxied request's purifier_request_seconds is the whole request less the
+    upstream's round trip (in purifier_upstream_seconds): the two add up to no more than
+    the client's own wall time, which they would exceed if both held the round trip."""
+    before = [
+        metric_sum(proxy, "purifier_request_seconds", PURIFIER),
+        metric_sum(proxy, "purifier_upstream_seconds", UPSTREAM_MODEL),
+    ]
+    started = time.perf_counter()
+    for _ in range(3):  # one at a time: the sums are then comparable with the wall time
+        response = binary_infer(proxy.url, CLASSIFY, [fp32_tensor("image", attacked)])
+        assert response.status_code == 200
+    wall = time.perf_counter() - started
+    own = metric_sum(proxy, "purifier_request_seconds", PURIFIER) - before[0]
+    upstream = metric_sum(proxy, "purifier_upstream_seconds", UPSTREAM_MODEL) - before[1]
+    assert own > 0 and upstream > 0
+    assert own + upstream <= wall
 
 
 def upstream_posts(proxy: Server) -> int:
