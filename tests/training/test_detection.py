@@ -14,6 +14,8 @@ import torch
 from purifier.contract_check import findings
 from tests.conftest import REPO
 from training.defenses import onnx_model
+from training.detection.false_alarms import markdown as false_alarm_markdown
+from training.detection.false_alarms import measure
 from training.detection.scores import quantized, residual_statistics, threshold_at
 from training.detection.study import DetectionStudy, markdown, roc_figure, separation
 from training.export.detection import add_detection, calibration_images
@@ -115,6 +117,43 @@ def test_a_small_study_reports_every_statistic_and_the_served_verdict(export_cop
     text = markdown(result)
     assert "| FGSM 0.1 |" in text and "served statistic: rms" in text
     assert roc_figure(result, "fmnist-nrp", tmp_path / "roc.png").stat().st_size > 10_000
+
+
+def test_false_alarms_of_the_served_thresholds_on_other_clean_sets(export_copy):
+    """The calibration check (issue 37): the calibration set itself is flagged at most at
+    the nominal rate (a deterministic purifier reproduces its scores exactly); another
+    clean set gets its own measured rate, judged against 2x nominal."""
+    add_detection(
+        export_copy / "1", {"export": {"detection": {"statistic": "hf_rms", "data": CALIBRATION}}}
+    )
+    other = {"dataset": "fashion_mnist", "split": "test", "first": 1000, "num_images": 200}
+    config = {
+        "name": "tiny",
+        "batch_size": 100,
+        "source": str(REPO / "training/configs/fmnist_lenet.yaml"),
+        "feature_extractor": {
+            "model": {"arch": "vgg_small", "in_channels": 1, "num_classes": 10, "width": 32},
+            "weights": str(REPO / "weights/fmnist/vgg_features.pt"),
+            "layer": "relu3_3",
+        },
+        "models": {"fmnist-nrp": str(export_copy / "1")},
+    }
+    study = DetectionStudy(config)
+    result = measure(study, {"calibration": CALIBRATION, "other": other})["fmnist-nrp"]
+    own = result["calibration"]
+    assert own["n"] == 300 and own["statistic"] == "hf_rms"
+    for fpr, r in own["rates"].items():
+        assert r["percent"] <= 100 * float(fpr) and own["holds"][fpr]
+    # The other set's rate is what its own scores say of the card's thresholds.
+    purify = onnx_model(str(export_copy / "1" / "model.onnx"))
+    x, _ = study.selected(other)
+    scores = residual_statistics(purify, quantized(x), 100)["hf_rms"]
+    for fpr, r in result["other"]["rates"].items():
+        flagged = 100 * (scores > result["other"]["thresholds"][fpr]).mean()
+        assert r["percent"] == pytest.approx(flagged, abs=0.01) and r["n"] == 200
+        assert result["other"]["holds"][fpr] == (flagged <= 200 * float(fpr))
+    text = false_alarm_markdown({"config_path": "c.yaml", "elapsed_s": 1, "models": {"m": result}})
+    assert "| calibration | 300 |" in text and "| other | 200 |" in text
 
 
 def test_images_are_rounded_to_what_a_client_can_send():

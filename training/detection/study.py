@@ -86,14 +86,19 @@ class DetectionStudy:
     def images(self, data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """The split's first `num_images` (confident ones where asked) and their labels
         (the source's own top-1 where the data has none)."""
+        x, y = self.selected(data)
+        y = predict(self.source, x, identity, self.batch) if y is None else y
+        return x, y
+
+    def selected(self, data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The split's first `num_images`, confident ones where asked, and their labels
+        where the data has them."""
         x, y = split_images(data)
         if "min_confidence" in data:
             keep = confident_mask([self.source], x, float(data["min_confidence"]), self.batch)
             x, y = x[keep], None if y is None else y[keep]
         n = int(data.get("num_images", len(x)))
-        x = x[:n]
-        y = predict(self.source, x, identity, self.batch) if y is None else y[:n]
-        return x, y
+        return x[:n], None if y is None else y[:n]
 
     def craft(self, spec: dict[str, Any], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         torch.manual_seed(int(self.config.get("seed", 0)))
