@@ -139,7 +139,9 @@ def test_false_alarms_of_the_served_thresholds_on_other_clean_sets(export_copy):
         "models": {"fmnist-nrp": str(export_copy / "1")},
     }
     study = DetectionStudy(config)
-    result = measure(study, {"calibration": CALIBRATION, "other": other})["fmnist-nrp"]
+    raw: dict[str, np.ndarray] = {}
+    result = measure(study, {"calibration": CALIBRATION, "other": other}, raw)["fmnist-nrp"]
+    assert [len(raw[f"fmnist-nrp / {k}"]) for k in ("calibration", "other")] == [300, 200]
     own = result["calibration"]
     assert own["n"] == 300 and own["statistic"] == "hf_rms"
     for fpr, r in own["rates"].items():

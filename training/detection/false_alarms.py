@@ -10,7 +10,7 @@ thresholds - so that a miss says whether the photos or the selection moved it:
 
     python -m training.detection.false_alarms training/configs/detection_photo_prior.yaml
 
-writes OUTPUT_DIR/false_alarms.{md,json}.
+writes OUTPUT_DIR/false_alarms.{md,json} and the raw scores, false_alarm_scores.npz.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ from training.detection.summary import percent_cell
 WITHIN = 2.0  # the issue's check: measured false alarms at most 2x the nominal rate
 
 
-def measure(study: DetectionStudy, sets: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """{model: {set: {n, median, p99, thresholds, rates: {fpr: rate}, holds: {fpr: bool}}}}"""
+def measure(
+    study: DetectionStudy, sets: dict[str, dict[str, Any]], scores_out: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """{model: {set: {n, median, p99, thresholds, rates: {fpr: rate}, holds: {fpr: bool}}}};
+    each set's raw scores go into `scores_out` ("model / set": array) where given."""
     out: dict[str, Any] = {}
     purifiers = study.purifiers()
     for set_name, data in sets.items():
@@ -42,6 +45,8 @@ def measure(study: DetectionStudy, sets: dict[str, dict[str, Any]]) -> dict[str,
             if "statistic" not in card:
                 raise SystemExit(f"{name}: its card has no calibrated detection section")
             scores = residual_statistics(purify, x, study.batch)[card["statistic"]]
+            if scores_out is not None:
+                scores_out[f"{name} / {set_name}"] = scores
             rates = {fpr: rate(scores > t) for fpr, t in card["thresholds"].items()}
             out.setdefault(name, {})[set_name] = {
                 "data": data,
@@ -104,15 +109,17 @@ def main() -> None:
     apply_run_settings(config)
     started = time.time()
     study = DetectionStudy(config)
+    scores: dict[str, Any] = {}
     result = {
         "config_path": args.config,
-        "models": measure(study, config["false_alarms"]),
+        "models": measure(study, config["false_alarms"], scores),
         "elapsed_s": round(time.time() - started, 1),
     }
     out = Path(config["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "false_alarms.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "false_alarms.md").write_text(markdown(result))
+    np.savez_compressed(out / "false_alarm_scores.npz", **scores)  # for other thresholds
     print(markdown(result))
 
 

@@ -25,6 +25,8 @@ def split_images(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | Non
     """The split's images from `first` on (labels or None); `num_images` is applied by
     the caller, after any confidence filter."""
     x, y = load_dataset(data, data.get("split", "test"))
+    if not isinstance(x, torch.Tensor):  # photos' train split: crops made on demand
+        x = x.tensor()
     first = int(data.get("first", 0))
     return x[first:], None if y is None else y[first:]
 
