@@ -74,3 +74,19 @@ def test_random_crop_scale_and_flip():
     rng = np.random.default_rng(0)
     sizes = [photo_data.random_crop(rng, pixels.astype(np.uint8), 16, 0.5).shape for _ in range(8)]
     assert set(sizes) == {(3, 16, 16)}
+
+
+def test_trainers_validate_photos_on_the_val_photos_never_the_test_ones():
+    """NRP/ARN-style trainers (train_and_validation) hold out crops of the val photos:
+    the test photos are the ones every table reports."""
+    from training.data.registry import train_and_validation
+
+    config = {
+        "data": {"dataset": "photos", "train_crops": 4, "test_crops": 2, "crop": 32},
+        "train": {"val_images": 3},
+    }
+    _, (x_val, y_val) = train_and_validation(config)
+    expected = photo_data.PhotoCrops("val", count=3, size=32, min_scale=0.1).tensor()
+    assert y_val is None and torch.equal(x_val, expected)
+    test = photo_data.PhotoCrops("test", count=3, size=32, min_scale=0.1, seed=1).tensor()
+    assert not torch.equal(x_val, test)

@@ -37,9 +37,14 @@ def load_dataset(spec: dict[str, Any], split: str) -> tuple[Any, torch.Tensor | 
 
 
 def train_and_validation(config: dict[str, Any]) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-    """((train images, labels), (first `train.val_images` test images, labels)) of a
-    training config; labels are None for unlabelled data (photos)."""
-    x_train, y_train = load_dataset(config["data"], "train")
-    x_val, y_val = load_dataset(config["data"], "test")
+    """((train images, labels), (first `train.val_images` validation images, labels)) of
+    a training config: the test split's first images, or for photos `val_images` crops of
+    the val photos; labels are None for unlabelled data (photos)."""
+    data = config["data"]
     n = int(config["train"].get("val_images", 1000))
+    x_train, y_train = load_dataset(data, "train")
+    if data.get("dataset") == "photos":  # the held-out val photos: the test ones are reported
+        x_val, y_val = load_dataset({**data, "val_crops": n}, "val")
+    else:
+        x_val, y_val = load_dataset(data, "test")
     return (x_train, y_train), (x_val[:n], None if y_val is None else y_val[:n])
