@@ -15,7 +15,7 @@ from purifier.contract_check import findings
 from tests.conftest import REPO
 from training.defenses import onnx_model
 from training.detection.false_alarms import markdown as false_alarm_markdown
-from training.detection.false_alarms import measure
+from training.detection.false_alarms import measure, record_in_cards
 from training.detection.scores import quantized, residual_statistics, threshold_at
 from training.detection.study import DetectionStudy, markdown, roc_figure, separation
 from training.export.detection import add_detection, calibration_images
@@ -154,8 +154,15 @@ def test_false_alarms_of_the_served_thresholds_on_other_clean_sets(export_copy):
         flagged = 100 * (scores > result["other"]["thresholds"][fpr]).mean()
         assert r["percent"] == pytest.approx(flagged, abs=0.01) and r["n"] == 200
         assert result["other"]["holds"][fpr] == (flagged <= 200 * float(fpr))
-    text = false_alarm_markdown({"config_path": "c.yaml", "elapsed_s": 1, "models": {"m": result}})
+    full = {"config_path": "c.yaml", "elapsed_s": 1, "models": {"fmnist-nrp": result}}
+    text = false_alarm_markdown(full)
     assert "| calibration | 300 |" in text and "| other | 200 |" in text
+    record_in_cards(full, study.models)
+    card = json.loads((export_copy / "1" / "card.json").read_text())
+    check = card["detection"]["calibration_check"]
+    assert check["sets"]["other"]["rates"] == result["other"]["rates"]
+    assert card["detection"]["thresholds"] == result["other"]["thresholds"]  # kept
+    assert findings(export_copy) == []
 
 
 def test_images_are_rounded_to_what_a_client_can_send():

@@ -8,9 +8,10 @@ images rounded to 8 bits, fresh noise) and reports the share its thresholds flag
 95% Wilson intervals, and the statistic's median and 99th percentile beside the
 thresholds - so that a miss says whether the photos or the selection moved it:
 
-    python -m training.detection.false_alarms training/configs/detection_photo_prior.yaml
+    python -m training.detection.false_alarms training/configs/detection_photo_prior.yaml [--card]
 
-writes OUTPUT_DIR/false_alarms.{md,json} and the raw scores, false_alarm_scores.npz.
+writes OUTPUT_DIR/false_alarms.{md,json} and the raw scores, false_alarm_scores.npz;
+with --card, each card's `detection.calibration_check`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from training.config import apply_run_settings, load_config
 from training.detection.scores import quantized, rate, residual_statistics
 from training.detection.study import DetectionStudy
 from training.detection.summary import percent_cell
+from training.export.card import update_card
 
 WITHIN = 2.0  # the issue's check: measured false alarms at most 2x the nominal rate
 
@@ -62,6 +64,23 @@ def measure(
             }
             print(f"{name} / {set_name}: n = {len(x)}, {rates}", flush=True)
     return out
+
+
+def record_in_cards(result: dict[str, Any], folders: dict[str, Path]) -> None:
+    """Each card's `detection.calibration_check`: per clean set, n and the rate flagged
+    at each threshold, with whether it holds (what an operator reads before trusting 1%)."""
+    for name, folder in folders.items():
+        card = json.loads((folder / "card.json").read_text())
+        check = {
+            "command": f"python -m training.detection.false_alarms {result['config_path']}",
+            "within": WITHIN,
+            "sets": {
+                set_name: {"n": r["n"], "rates": r["rates"], "holds": r["holds"]}
+                for set_name, r in result["models"][name].items()
+            },
+        }
+        update_card(folder, detection={**card["detection"], "calibration_check": check})
+        print(f"recorded the calibration check in {folder / 'card.json'}")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -101,6 +120,7 @@ def main() -> None:
         prog="python -m training.detection.false_alarms", description=__doc__.splitlines()[0]
     )
     parser.add_argument("config")
+    parser.add_argument("--card", action="store_true", help="record the check in each card")
     parser.add_argument("--set", action="append", default=[], help="key.sub=value override")
     args = parser.parse_args()
     config = load_config(args.config, args.set)
@@ -121,6 +141,8 @@ def main() -> None:
     (out / "false_alarms.md").write_text(markdown(result))
     np.savez_compressed(out / "false_alarm_scores.npz", **scores)  # for other thresholds
     print(markdown(result))
+    if args.card:
+        record_in_cards(result, study.models)
 
 
 if __name__ == "__main__":
