@@ -49,6 +49,20 @@ def export_copy(tmp_path: Path) -> Path:
     return tmp_path / "fmnist-nrp"
 
 
+def study_models(export_copy: Path) -> dict:
+    """A detection study's source, feature space and models: LeNet, the VGG features, and
+    the copy of fmnist-nrp."""
+    return {
+        "source": str(REPO / "training/configs/fmnist_lenet.yaml"),
+        "feature_extractor": {
+            "model": {"arch": "vgg_small", "in_channels": 1, "num_classes": 10, "width": 32},
+            "weights": str(REPO / "weights/fmnist/vgg_features.pt"),
+            "layer": "relu3_3",
+        },
+        "models": {"fmnist-nrp": str(export_copy / "1")},
+    }
+
+
 def test_calibration_writes_thresholds_that_hold_on_their_images(export_copy):
     version_dir = export_copy / "1"
     config = {"export": {"detection": {"statistic": "hf_rms", "data": CALIBRATION}}}
@@ -80,13 +94,7 @@ def test_a_small_study_reports_every_statistic_and_the_served_verdict(export_cop
         "seed": 0,
         "batch_size": 50,
         "data": {"dataset": "fashion_mnist", "split": "test", "first": 2000, "num_images": 60},
-        "source": str(REPO / "training/configs/fmnist_lenet.yaml"),
-        "feature_extractor": {
-            "model": {"arch": "vgg_small", "in_channels": 1, "num_classes": 10, "width": 32},
-            "weights": str(REPO / "weights/fmnist/vgg_features.pt"),
-            "layer": "relu3_3",
-        },
-        "models": {"fmnist-nrp": str(export_copy / "1")},
+        **study_models(export_copy),
         "selection": {
             "data": {"dataset": "fashion_mnist", "split": "test", "first": 8000, "num_images": 40},
             "attacks": ["FGSM 0.1"],
@@ -130,13 +138,7 @@ def test_false_alarms_of_the_served_thresholds_on_other_clean_sets(export_copy):
     config = {
         "name": "tiny",
         "batch_size": 100,
-        "source": str(REPO / "training/configs/fmnist_lenet.yaml"),
-        "feature_extractor": {
-            "model": {"arch": "vgg_small", "in_channels": 1, "num_classes": 10, "width": 32},
-            "weights": str(REPO / "weights/fmnist/vgg_features.pt"),
-            "layer": "relu3_3",
-        },
-        "models": {"fmnist-nrp": str(export_copy / "1")},
+        **study_models(export_copy),
     }
     study = DetectionStudy(config)
     raw: dict[str, np.ndarray] = {}
