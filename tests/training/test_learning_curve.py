@@ -18,3 +18,15 @@ def test_the_curve_is_rendered_with_attack_names(tmp_path):
     assert "| 256 | 98.5 | 61.25 | 61.25 |" in table
     assert "Without the purifier: PGD-10 16/255 100.0% fooling." in table
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_run_validated_by_distances_gets_its_curve_too(tmp_path):
+    """NRP's validation has no agreement column: the table and the figure still come."""
+    (tmp_path / "validation.csv").write_text(
+        "wall_s,epoch,step,val_adv_feat,val_adv_psnr,val_clean_feat,val_clean_psnr\n"
+        "1.0,1,256,0.2395,31.33,0.2189,31.79\n"
+        "2.0,2,512,0.2411,30.65,0.2055,31.28\n"
+    )
+    main([str(tmp_path)])
+    assert "| 512 | 0.2411 | 30.65 | 0.2055 | 31.28 |" in (tmp_path / "curve.md").read_text()
+    assert (tmp_path / "curve.png").stat().st_size > 10_000

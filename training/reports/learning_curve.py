@@ -4,7 +4,7 @@ so that the next session can read at a glance whether to continue, change or sto
 
 For the guided purifier the columns are MobileNetV2's clean agreement and its fooling
 rate on each validation attack through the purifier (the `val` split; never the reported
-`test` split, never EfficientNet-Lite0)."""
+`test` split, never EfficientNet-Lite0); for NRP's, the feature distances and PSNRs."""
 
 from __future__ import annotations
 
@@ -61,6 +61,9 @@ def plot(rows: list[dict[str, float]], path: Path, names: list[str] | None = Non
     import matplotlib.pyplot as plt
 
     steps = [row.get("step", 0) for row in rows]
+    if "val_clean_agreement" not in rows[0]:
+        _plot_distances(rows, steps, path, plt)
+        return
     left_keys = sorted(k for k in rows[0] if k.startswith("val_attack") and k.endswith("_left"))
     fig, axes = plt.subplots(1, 2 if left_keys else 1, figsize=(11 if left_keys else 7, 4))
     ax = axes[0] if left_keys else axes
@@ -83,6 +86,24 @@ def plot(rows: list[dict[str, float]], path: Path, names: list[str] | None = Non
         right.set_ylabel("|P(x*) - x| / |x* - x|")
         right.grid(alpha=0.3)
         right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_distances(rows: list[dict[str, float]], steps: list[float], path: Path, plt) -> None:
+    """Runs that validate by distances (NRP's: feature distance and PSNR to the clean
+    image, for SSP and clean inputs): distances on the left, PSNRs on the right."""
+    keys = [k for k in rows[0] if k.startswith("val_")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in keys:
+        axis = right if key.endswith("psnr") else left
+        axis.plot(steps, [row.get(key, float("nan")) for row in rows], "-o", label=key[4:])
+    for axis, label in ((left, "distance to the clean image"), (right, "PSNR (dB)")):
+        axis.set_xlabel("training step")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
