@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "noise_sweep.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        f"Served noise of {config['name']} on its validation set ({len(x)} confident `val` "
+        f"Served noise for the weights `{args.weights or config['weights']}` on "
+        f"{config['name']}'s validation set ({len(x)} confident `val` "
         f"crops, MobileNetV2, attacks crafted on it): `{command}`.",
         "",
         "| sigma/255 | level/255 | clean agreement % | "
