@@ -12,6 +12,7 @@ from service.batcher import DynamicBatcher
 from service.config import Settings
 from service.detection import Detector
 from service.engine import Engine
+from service.errors import ServiceError
 from service.imaging import TilePlan
 from service.metrics import Metrics
 from service.noise_key import NoiseKey, random_noise_key
@@ -35,8 +36,6 @@ class ModelRuntime:
 
     def check_version(self, version: str | None) -> None:
         """A request naming a version: 404 unless it is the one served."""
-        from service.errors import ServiceError
-
         if version is not None and version != str(self.entry.version):
             raise ServiceError(
                 404,

@@ -220,9 +220,11 @@ def test_tritonclient_talks_to_the_proxy_as_to_any_model_server(proxy, attacked)
     assert client.is_model_ready(PURIFIER)
 
 
-def metric_sum(proxy: Server, family: str, model: str) -> float:
+def model_sample(proxy: Server, sample: str, model: str) -> float:
+    """One model's value of a sample (e.g. purifier_upstream_seconds_count) on /metrics,
+    0 before the first observation."""
     metrics = httpx.get(f"{proxy.url}/metrics", timeout=5).text
-    prefix = f'{family}_sum{{model="{model}"}}'
+    prefix = f'{sample}{{model="{model}"}}'
     line = next((line for line in metrics.splitlines() if line.startswith(prefix)), None)
     return 0.0 if line is None else float(line.split()[-1])
 
@@ -232,31 +234,22 @@ def test_request_seconds_hold_purifiers_own_share_not_the_upstreams(proxy, attac
     upstream's round trip (in purifier_upstream_seconds): the two add up to no more than
     the client's own wall time, which they would exceed if both held the round trip."""
     before = [
-        metric_sum(proxy, "purifier_request_seconds", PURIFIER),
-        metric_sum(proxy, "purifier_upstream_seconds", UPSTREAM_MODEL),
+        model_sample(proxy, "purifier_request_seconds_sum", PURIFIER),
+        model_sample(proxy, "purifier_upstream_seconds_sum", UPSTREAM_MODEL),
     ]
     started = time.perf_counter()
     for _ in range(3):  # one at a time: the sums are then comparable with the wall time
         response = binary_infer(proxy.url, CLASSIFY, [fp32_tensor("image", attacked)])
         assert response.status_code == 200
     wall = time.perf_counter() - started
-    own = metric_sum(proxy, "purifier_request_seconds", PURIFIER) - before[0]
-    upstream = metric_sum(proxy, "purifier_upstream_seconds", UPSTREAM_MODEL) - before[1]
+    own = model_sample(proxy, "purifier_request_seconds_sum", PURIFIER) - before[0]
+    upstream = model_sample(proxy, "purifier_upstream_seconds_sum", UPSTREAM_MODEL) - before[1]
     assert own > 0 and upstream > 0
     assert own + upstream <= wall
 
 
 def upstream_posts(proxy: Server) -> int:
-    metrics = httpx.get(f"{proxy.url}/metrics", timeout=5).text
-    line = next(
-        (
-            line
-            for line in metrics.splitlines()
-            if line.startswith("purifier_upstream_seconds_count") and UPSTREAM_MODEL in line
-        ),
-        None,
-    )
-    return 0 if line is None else int(float(line.split()[-1]))
+    return int(model_sample(proxy, "purifier_upstream_seconds_count", UPSTREAM_MODEL))
 
 
 def test_reject_refuses_before_the_upstream_is_called(proxy, attacked):

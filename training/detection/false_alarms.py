@@ -26,9 +26,8 @@ import numpy as np
 
 from training.config import apply_run_settings, load_config
 from training.detection.scores import quantized, rate, residual_statistics
-from training.detection.study import DetectionStudy
+from training.detection.study import DetectionStudy, add_to_detection_section
 from training.detection.summary import percent_cell
-from training.export.card import update_card
 
 WITHIN = 2.0  # the issue's check: measured false alarms at most 2x the nominal rate
 
@@ -70,7 +69,6 @@ def record_in_cards(result: dict[str, Any], folders: dict[str, Path]) -> None:
     """Each card's `detection.calibration_check`: per clean set, n and the rate flagged
     at each threshold, with whether it holds (what an operator reads before trusting 1%)."""
     for name, folder in folders.items():
-        card = json.loads((folder / "card.json").read_text())
         check = {
             "command": f"python -m training.detection.false_alarms {result['config_path']}",
             "within": WITHIN,
@@ -79,7 +77,7 @@ def record_in_cards(result: dict[str, Any], folders: dict[str, Path]) -> None:
                 for set_name, r in result["models"][name].items()
             },
         }
-        update_card(folder, detection={**card["detection"], "calibration_check": check})
+        add_to_detection_section(folder, calibration_check=check)
         print(f"recorded the calibration check in {folder / 'card.json'}")
 
 
@@ -138,9 +136,10 @@ def main() -> None:
     out = Path(config["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "false_alarms.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "false_alarms.md").write_text(markdown(result))
+    text = markdown(result)
+    (out / "false_alarms.md").write_text(text)
     np.savez_compressed(out / "false_alarm_scores.npz", **scores)  # for other thresholds
-    print(markdown(result))
+    print(text)
     if args.card:
         record_in_cards(result, study.models)
 

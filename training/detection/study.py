@@ -338,14 +338,17 @@ def card_summary(result: dict[str, Any], name: str) -> dict[str, Any]:
     }
 
 
+def add_to_detection_section(folder: Path, **fields: Any) -> None:
+    """Add fields (a study's summary) to the card's calibrated `detection` section."""
+    card = json.loads((folder / "card.json").read_text())
+    if "detection" not in card:
+        raise SystemExit(f"{folder}: no calibrated detection section to add the study to")
+    update_card(folder, detection={**card["detection"], **fields})
+
+
 def record_in_cards(result: dict[str, Any], folders: dict[str, Path]) -> None:
     for name, folder in folders.items():
-        card = json.loads((folder / "card.json").read_text())
-        if "detection" not in card:
-            raise SystemExit(f"{folder}: no calibrated detection section to add the study to")
-        update_card(
-            folder, detection={**card["detection"], "evaluation": card_summary(result, name)}
-        )
+        add_to_detection_section(folder, evaluation=card_summary(result, name))
         print(f"recorded the detection study in {folder / 'card.json'}")
 
 
